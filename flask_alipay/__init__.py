@@ -1,0 +1,20 @@
+"""Sign in with Alipay (支付宝登录) for Flask: signed, verified, testable offline."""
+
+from .errors import AlipayConfigError, AlipayError
+from .extension import AlipayLogin
+from .identity import AlipayUser, current_alipay_user, login_required
+from .signals import login_failed, user_logged_in, user_logged_out
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlipayConfigError",
+    "AlipayError",
+    "AlipayLogin",
+    "AlipayUser",
+    "current_alipay_user",
+    "login_failed",
+    "login_required",
+    "user_logged_in",
+    "user_logged_out",
+]

@@ -1,0 +1,157 @@
+"""AlipayLogin: reads the config once, wires the blueprint, keeps per-app state."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, session
+from flask.sessions import SecureCookieSessionInterface
+
+from .client import USER_INFO_METHOD, AlipayOAuth2App, Gateway
+from .config import AlipayConfig, load_config
+from .errors import AlipayConfigError, AlipayError
+from .identity import AlipayUser, guard
+from .views import make_blueprint, render_error
+
+__all__ = ["AlipayLogin"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class _AppState:
+    """What one app needs per request, built once at ``init_app``."""
+
+    config: AlipayConfig
+    gateway: Gateway
+    oauth: AlipayOAuth2App
+
+
+class AlipayLogin:
+    """Sign in with Alipay (支付宝登录) for a Flask app.
+
+    ``AlipayLogin(app)``, or ``alipay = AlipayLogin()`` then
+    ``alipay.init_app(app)`` in an app factory.  The extension is stored in
+    ``app.extensions[name]``; one instance can serve several apps.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        name: str = "alipay",
+        config_prefix: str = "ALIPAY_",
+    ) -> None:
+        if not name.isidentifier():
+            raise ValueError(f"name must be a Python identifier; got {name!r}")
+        self.name = name
+        self.config_prefix = config_prefix
+        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Validate config, parse keys, register the blueprint; fail fast on mistakes."""
+        config = load_config(app.config, self.config_prefix)
+        _require_secret_key(app)
+        gateway = Gateway(config)
+        self._states[app] = _AppState(config, gateway, AlipayOAuth2App(gateway, self.name))
+        app.extensions[self.name] = self
+        app.register_blueprint(make_blueprint(self, config.url_prefix))
+        if not _has_handler(app, AlipayError):
+            app.register_error_handler(AlipayError, lambda e: render_error(self, e))
+
+    # Per-app state ------------------------------------------------------
+
+    def _state(self) -> _AppState:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            return self._states[app]
+        except KeyError:
+            raise RuntimeError(
+                f"AlipayLogin {self.name!r} is not initialised on this app: call "
+                "init_app(app) first."
+            ) from None
+
+    @property
+    def config(self) -> AlipayConfig:
+        """The current app's validated settings."""
+        return self._state().config
+
+    @property
+    def oauth(self) -> AlipayOAuth2App:
+        """The current app's Authlib client app."""
+        return self._state().oauth
+
+    @property
+    def gateway(self) -> Gateway:
+        """The current app's signed gateway."""
+        return self._state().gateway
+
+    # Identity -----------------------------------------------------------
+
+    @property
+    def session_key(self) -> str:
+        return f"_{self.name}_user"
+
+    @property
+    def current_user(self) -> AlipayUser | None:
+        """The signed-in user, or None; read from the session each time."""
+        fields = session.get(self.session_key)
+        if not isinstance(fields, dict):
+            return None
+        try:
+            return AlipayUser(fields)
+        except ValueError:
+            return None
+
+    def remember(self, user: AlipayUser) -> None:
+        """Store the identity and profile in the session; never tokens."""
+        session[self.session_key] = user.to_dict()
+
+    def forget(self) -> AlipayUser | None:
+        """Clear the identity; return who was signed in."""
+        user = self.current_user
+        session.pop(self.session_key, None)
+        return user
+
+    def login_required(self, view: F) -> F:
+        """``@login_required`` for this instance."""
+        return guard(lambda: self, view)
+
+    def user_from_token(self, token: dict[str, Any]) -> AlipayUser:
+        """The user behind a fresh token: the profile for auth_user, the ids for auth_base."""
+        ids = {k: token[k] for k in ("user_id", "open_id", "union_id") if token.get(k)}
+        if self.config.scope == "auth_base":
+            fields: dict[str, Any] = ids
+        else:
+            profile = self.gateway.call(USER_INFO_METHOD, auth_token=token["access_token"])
+            for name in ("user_id", "open_id"):
+                if ids.get(name) and profile.get(name) and str(profile[name]) != ids[name]:
+                    raise AlipayError(
+                        "Alipay's profile belongs to another user than the token.",
+                        reason="malformed",
+                    )
+            fields = {**ids, **profile}
+        try:
+            return AlipayUser(fields)
+        except ValueError:
+            raise AlipayError(
+                "Alipay's answer has neither open_id nor user_id.", reason="malformed"
+            ) from None
+
+
+def _require_secret_key(app: Flask) -> None:
+    if isinstance(app.session_interface, SecureCookieSessionInterface) and not app.secret_key:
+        raise AlipayConfigError(
+            "SECRET_KEY is not set: the sign-in state lives in Flask's signed "
+            "session cookie. Set app.config['SECRET_KEY'] to a long random value."
+        )
+
+
+def _has_handler(app: Flask, exc_class: type[BaseException]) -> bool:
+    handlers = app.error_handler_spec.get(None, {}).get(None, {})
+    return any(issubclass(exc_class, cls) for cls in handlers if cls is not Exception)
