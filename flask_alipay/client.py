@@ -64,6 +64,27 @@ _TOKEN_BODY = ("grant_type", "code", "refresh_token")
 _IDENTITY = ("user_id", "open_id", "union_id")
 
 
+class RedactingFilter(logging.Filter):
+    """Hide secrets in other libraries' log lines.
+
+    urllib3 logs each request line at DEBUG, and ``auth_token`` rides in the
+    gateway's query string; Werkzeug's access log shows the callback's
+    ``auth_code``.  Both loggers get this filter once, at import.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_REDACTING_FILTER = RedactingFilter()
+for _name in ("urllib3.connectionpool", "werkzeug"):
+    logging.getLogger(_name).addFilter(_REDACTING_FILTER)
+
+
 def beijing_timestamp(now: datetime | None = None) -> str:
     """The gateway's timestamp: Beijing time whatever this server's zone is."""
     moment = (now or datetime.now(timezone.utc)).astimezone(_BEIJING)

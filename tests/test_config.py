@@ -54,11 +54,15 @@ def test_explicit_endpoints_win(base: dict[str, Any]) -> None:
             "ALIPAY_GATEWAY_URL": "http://127.0.0.1:9/gw",
         }
     )
-    assert (cfg.authorize_url, cfg.gateway_url) == ("http://127.0.0.1:9/auth", "http://127.0.0.1:9/gw")
+    assert (cfg.authorize_url, cfg.gateway_url) == (
+        "http://127.0.0.1:9/auth",
+        "http://127.0.0.1:9/gw",
+    )
 
 
 @pytest.mark.parametrize(
-    "spelling, wire", [("utf8", "utf-8"), ("utf-8", "utf-8"), ("UTF-8", "utf-8"), ("gbk", "GBK"), ("GBK", "GBK")]
+    "spelling, wire",
+    [("utf8", "utf-8"), ("utf-8", "utf-8"), ("UTF-8", "utf-8"), ("gbk", "GBK"), ("GBK", "GBK")],
 )
 def test_charset_spellings(base: dict[str, Any], spelling: str, wire: str) -> None:
     assert load_config({**base, "ALIPAY_CHARSET": spelling}).charset == wire
@@ -75,7 +79,11 @@ def test_key_files(base: dict[str, Any], tmp_path: Path, app_key: rsa.RSAPrivate
     public = tmp_path / "alipay_public_key.txt"
     public.write_text(base["ALIPAY_PUBLIC_KEY"])
     cfg = load_config(
-        {"ALIPAY_APP_ID": "1", "ALIPAY_PRIVATE_KEY_FILE": str(private), "ALIPAY_PUBLIC_KEY_FILE": public}
+        {
+            "ALIPAY_APP_ID": "1",
+            "ALIPAY_PRIVATE_KEY_FILE": str(private),
+            "ALIPAY_PUBLIC_KEY_FILE": public,
+        }
     )
     assert same_public_key(cfg.private_key.public_key(), app_key.public_key())
     assert cfg.alipay_public_key is not None
@@ -87,14 +95,20 @@ BAD = [
     ({"ALIPAY_APP_ID": "2021 0001"}, "ALIPAY_APP_ID must not contain spaces"),
     ({"ALIPAY_PRIVATE_KEY": None}, "ALIPAY_PRIVATE_KEY .or ALIPAY_PRIVATE_KEY_FILE. is required"),
     ({"ALIPAY_PRIVATE_KEY": "bm90IGEga2V5"}, "ALIPAY_PRIVATE_KEY is not a usable RSA private key"),
-    ({"ALIPAY_PRIVATE_KEY_FILE": "/nonexistent/key.pem", "ALIPAY_PRIVATE_KEY": None}, "ALIPAY_PRIVATE_KEY_FILE names a file"),
+    (
+        {"ALIPAY_PRIVATE_KEY_FILE": "/nonexistent/key.pem", "ALIPAY_PRIVATE_KEY": None},
+        "ALIPAY_PRIVATE_KEY_FILE names a file",
+    ),
     ({"ALIPAY_PRIVATE_KEY_FILE": "/etc/hostname"}, "are both set"),
     ({"ALIPAY_PUBLIC_KEY": "garbage!"}, "ALIPAY_PUBLIC_KEY is not a usable RSA public key"),
     ({"ALIPAY_SIGN_TYPE": "MD5"}, "ALIPAY_SIGN_TYPE must be one of RSA2, RSA"),
     ({"ALIPAY_CHARSET": "latin1"}, "ALIPAY_CHARSET must be one of utf8, utf-8, gbk"),
     ({"ALIPAY_SCOPE": "auth_userinfo"}, "ALIPAY_SCOPE must be one of auth_user, auth_base"),
     ({"ALIPAY_SANDBOX": "maybe"}, "ALIPAY_SANDBOX must be true or false"),
-    ({"ALIPAY_GATEWAY_URL": "openapi.alipay.com/gateway.do"}, "ALIPAY_GATEWAY_URL must be an absolute http"),
+    (
+        {"ALIPAY_GATEWAY_URL": "openapi.alipay.com/gateway.do"},
+        "ALIPAY_GATEWAY_URL must be an absolute http",
+    ),
     ({"ALIPAY_AUTHORIZE_URL": "ftp://x/y"}, "ALIPAY_AUTHORIZE_URL must be an absolute http"),
     ({"ALIPAY_REDIRECT_URI": "/alipay/callback"}, "ALIPAY_REDIRECT_URI must be an absolute http"),
     ({"ALIPAY_URL_PREFIX": "alipay"}, "ALIPAY_URL_PREFIX must start with '/'"),

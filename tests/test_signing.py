@@ -69,9 +69,7 @@ def test_string_to_sign_uses_raw_values_not_url_encoded() -> None:
 
 
 @pytest.mark.parametrize("charset", ["utf-8", "GBK"])
-def test_signing_encodes_in_the_request_charset(
-    app_key: rsa.RSAPrivateKey, charset: str
-) -> None:
+def test_signing_encodes_in_the_request_charset(app_key: rsa.RSAPrivateKey, charset: str) -> None:
     text = "nick_name=支付宝用户&timestamp=2024-01-01 08:00:00"
     signature = base64.b64decode(sign_text(text, app_key, "RSA2", charset))
     app_key.public_key().verify(
@@ -120,7 +118,13 @@ def test_gbk_trail_byte_that_is_a_backslash(alipay_key: rsa.RSAPrivateKey) -> No
     # 嘰 is 0x87 0x5C in GBK: a naive scanner reads the closing quote as escaped.
     content = '{"code":"10000","nick_name":"嘰","city":"杭州"}'.encode("gbk")
     assert b'\\"' in content
-    body = b'{"x_response":' + content + b',"sign":"' + alipay_sign(content, alipay_key).encode() + b'"}'
+    body = (
+        b'{"x_response":'
+        + content
+        + b',"sign":"'
+        + alipay_sign(content, alipay_key).encode()
+        + b'"}'
+    )
     answer = parse_answer(body, "x_response", "GBK")
     assert answer.data["nick_name"] == "嘰"
     assert answer.content == content

@@ -1,0 +1,179 @@
+"""No private key, token or auth_code in a log line, a page or an exception."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import authorize, finish, pem_body, pem_private, query_of, start_login
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask
+
+from flask_alipay import AlipayError, login_failed, user_logged_in
+from flask_alipay.testing import AlipayEmulator
+
+
+class Seen:
+    """Everything a sign-in left behind where an operator or attacker could read it."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def add(self, *texts: Any) -> None:
+        self.texts.extend(str(t) for t in texts)
+
+    def assert_free_of(self, *secrets: str) -> None:
+        for secret in secrets:
+            assert secret and len(secret) >= 8
+            for text in self.texts:
+                assert secret not in text, f"secret leaked into: {text[:200]!r}"
+
+
+@pytest.fixture
+def seen(caplog: pytest.LogCaptureFixture) -> Seen:
+    caplog.set_level(logging.DEBUG)
+    return Seen()
+
+
+def _collect(seen: Seen, caplog: pytest.LogCaptureFixture, errors: list[AlipayError]) -> None:
+    for record in caplog.records:
+        seen.add(record.getMessage(), record.exc_text or "")
+        if record.exc_info and record.exc_info[1] is not None:
+            seen.add(repr(record.exc_info[1]))
+    for error in errors:
+        seen.add(str(error), repr(error), error.hint, error.sub_msg or "")
+        context = error.__context__ or error.__cause__
+        while context is not None:
+            seen.add(str(context), repr(context))
+            context = context.__context__ or context.__cause__
+
+
+def test_success_and_every_failure_leak_nothing(
+    make_site: Callable[..., Flask],
+    emulator: AlipayEmulator,
+    app_key: rsa.RSAPrivateKey,
+    other_key: rsa.RSAPrivateKey,
+    seen: Seen,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tokens: list[str] = []
+    codes: list[str] = []
+    errors: list[AlipayError] = []
+
+    def on_login(sender: Any, token: dict[str, Any], **kwargs: Any) -> None:
+        tokens.extend([token["access_token"], token["refresh_token"]])
+
+    def on_failure(sender: Any, error: AlipayError, **kwargs: Any) -> None:
+        errors.append(error)
+
+    def attempt(site: Flask) -> None:
+        client = site.test_client()
+        callback = authorize(start_login(client))
+        codes.append(query_of(callback)["auth_code"])
+        response = finish(client, callback)
+        seen.add(response.get_data(as_text=True), dict(response.headers))
+
+    user_logged_in.connect(on_login)
+    login_failed.connect(on_failure)
+    try:
+        site = make_site()
+        attempt(site)  # success
+        site.debug = True  # the debug page shows the most
+        attempt(site)  # another success
+        emulator.inject("alipay.user.info.share", sub_code="aop.invalid-auth-token", code="20001")
+        attempt(site)
+        emulator.inject("alipay.user.info.share", bad_signature=True)
+        attempt(site)
+        emulator.inject("alipay.user.info.share", html_status=500)
+        attempt(site)
+        # The gateway quotes its string to sign, code included, for a bad signature.
+        attempt(make_site(ALIPAY_PRIVATE_KEY=pem_private(other_key)))
+        attempt(make_site(ALIPAY_TIMEOUT=0.3))  # fine: no delay, but exercise config
+        emulator.inject("alipay.system.oauth.token", delay=0.8)
+        attempt(make_site(ALIPAY_TIMEOUT=0.3))
+        attempt(make_site(ALIPAY_GATEWAY_URL="http://127.0.0.1:9/gateway.do"))
+    finally:
+        user_logged_in.disconnect(on_login)
+        login_failed.disconnect(on_failure)
+
+    assert len(errors) == 6 and len(tokens) == 6
+    # Tokens of the sign-ins whose profile call failed count as well.
+    tokens += [r.query["auth_token"] for r in emulator.requests if "auth_token" in r.query]
+    assert len(set(tokens)) > 6
+    assert any(
+        r.query.get("sign_type") and e.sub_code == "isv.invalid-signature"
+        for r in emulator.requests
+        for e in errors
+    )
+    _collect(seen, caplog, errors)
+    key_lines = [line for line in pem_private(app_key).splitlines() if "-----" not in line]
+    seen.assert_free_of(*tokens, *codes, *key_lines[1:-1], pem_body(pem_private(other_key))[40:90])
+
+
+def test_profile_call_that_cannot_connect_leaks_no_token(
+    make_site: Callable[..., Flask], seen: Seen, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = make_site(ALIPAY_GATEWAY_URL="http://127.0.0.1:9/gateway.do")
+    secret = "SECRET-ACCESS-TOKEN-42"
+    with site.app_context(), pytest.raises(AlipayError) as caught:
+        site.extensions["alipay"].gateway.call("alipay.user.info.share", auth_token=secret)
+    error = caught.value
+    assert error.status_code == 502 and error.reason == "unreachable"
+    assert error.__context__ is None and error.__cause__ is None
+    _collect(seen, caplog, [error])
+    seen.assert_free_of(secret)
+
+
+def test_urllib3_debug_lines_are_redacted(
+    make_site: Callable[..., Flask], seen: Seen, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens: list[str] = []
+
+    def on_login(sender: Any, token: dict[str, Any], **kwargs: Any) -> None:
+        tokens.append(token["access_token"])
+
+    user_logged_in.connect(on_login)
+    try:
+        client = make_site().test_client()
+        callback = authorize(start_login(client))
+        finish(client, callback)
+    finally:
+        user_logged_in.disconnect(on_login)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
+    assert any("gateway.do" in line for line in lines)  # the lines exist...
+    _collect(seen, caplog, [])
+    seen.assert_free_of(*tokens)  # ...but carry no token
+
+
+def test_string_to_sign_is_logged_at_debug_with_secrets_redacted(
+    make_site: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="flask_alipay")
+    client = make_site().test_client()
+    callback = authorize(start_login(client))
+    code = query_of(callback)["auth_code"]
+    finish(client, callback)
+    lines = [r.getMessage() for r in caplog.records if "string to sign" in r.getMessage()]
+    assert any("code=***" in line and "method=alipay.system.oauth.token" in line for line in lines)
+    assert any("auth_token=***" in line for line in lines)
+    assert not any(code in line for line in lines)
+    assert urlsplit(callback).path == "/alipay/callback"
+
+
+def test_werkzeug_access_log_hides_the_auth_code(caplog: pytest.LogCaptureFixture) -> None:
+    import flask_alipay.client  # noqa: F401  - installs the filter
+
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    logging.getLogger("werkzeug").info(
+        '%s - - [%s] "%s" %s -',
+        "127.0.0.1",
+        "24/Nov/2026 10:00:00",
+        "GET /alipay/callback?app_id=1&auth_code=SECRETCODE123456&state=abc HTTP/1.1",
+        302,
+    )
+    (record,) = [r for r in caplog.records if r.name == "werkzeug"]
+    assert "SECRETCODE123456" not in record.getMessage()
+    assert "auth_code=***" in record.getMessage() and "state=abc" in record.getMessage()
