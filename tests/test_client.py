@@ -1,0 +1,48 @@
+"""The gateway transport: bounded answers, keep-alive, errors that quote no URL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from flask import Flask, Response
+from werkzeug.serving import make_server
+
+from flask_alipay import AlipayError
+from flask_alipay.client import MAX_ANSWER_BYTES, beijing_timestamp
+
+
+@pytest.fixture
+def huge_gateway() -> Iterator[str]:
+    gateway = Flask("huge")
+
+    @gateway.post("/gateway.do")
+    def answer() -> Response:
+        body = b'{"alipay_user_info_share_response":{"pad":"' + b"x" * MAX_ANSWER_BYTES + b'"}}'
+        return Response(body, content_type="text/html;charset=utf-8")
+
+    server = make_server("127.0.0.1", 0, gateway, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/gateway.do"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_answers_over_one_mebibyte_are_refused(
+    make_site: Callable[..., Flask], huge_gateway: str
+) -> None:
+    site = make_site(ALIPAY_GATEWAY_URL=huge_gateway)
+    with site.app_context(), pytest.raises(AlipayError, match="too large") as caught:
+        site.extensions["alipay"].gateway.call("alipay.user.info.share", auth_token="t0ken-value")
+    assert caught.value.status_code == 502 and caught.value.reason == "malformed"
+
+
+def test_beijing_timestamp_whatever_the_zone() -> None:
+    from datetime import datetime, timezone
+
+    moment = datetime(2024, 1, 31, 20, 5, 9, tzinfo=timezone.utc)
+    assert beijing_timestamp(moment) == "2024-02-01 04:05:09"
