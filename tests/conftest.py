@@ -57,12 +57,15 @@ def vectors() -> dict[str, Any]:
 
 # The flow: a real site on the extension, against the emulator on loopback ----
 
+import threading  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from urllib.parse import parse_qs, urlsplit  # noqa: E402
 
 import requests  # noqa: E402
 from flask import Flask, jsonify  # noqa: E402
 from flask.testing import FlaskClient  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
 
 from flask_alipay import AlipayLogin, current_alipay_user, login_required  # noqa: E402
 from flask_alipay.testing import AlipayEmulator  # noqa: E402
@@ -73,6 +76,20 @@ def emulator(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> Itera
     emu = AlipayEmulator(app_public_key=app_key.public_key(), alipay_private_key=alipay_key)
     with emu.serve():
         yield emu
+
+
+@contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """Serve a WSGI app on a loopback port in a threaded server; yield its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def build_site(config: dict[str, Any]) -> Flask:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from conftest import serving
 from flask import Flask, Response
-from werkzeug.serving import make_server
 
 from flask_alipay import AlipayError
 from flask_alipay.client import MAX_ANSWER_BYTES, beijing_timestamp
@@ -22,14 +21,8 @@ def huge_gateway() -> Iterator[str]:
         body = b'{"alipay_user_info_share_response":{"pad":"' + b"x" * MAX_ANSWER_BYTES + b'"}}'
         return Response(body, content_type="text/html;charset=utf-8")
 
-    server = make_server("127.0.0.1", 0, gateway, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/gateway.do"
-    finally:
-        server.shutdown()
-        thread.join()
+    with serving(gateway) as url:
+        yield url + "/gateway.do"
 
 
 def test_answers_over_one_mebibyte_are_refused(

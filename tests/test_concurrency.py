@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from conftest import serving
 from flask import Flask
-from werkzeug.serving import make_server
 
 from flask_alipay.testing import AlipayEmulator
 
@@ -24,14 +24,8 @@ def served_site(make_site: Callable[..., Flask]) -> Iterator[str]:
 
         return current_alipay_user.id if current_alipay_user else "anonymous"
 
-    server = make_server("127.0.0.1", 0, site, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
+    with serving(site) as url:
+        yield url
 
 
 def test_concurrent_sign_ins_do_not_cross(served_site: str, emulator: AlipayEmulator) -> None:

@@ -10,7 +10,6 @@ import base64
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -37,32 +36,6 @@ USER_INFO = "alipay.user.info.share"
 TOKEN_NODE = "alipay_system_oauth_token_response"
 USER_INFO_NODE = "alipay_user_info_share_response"
 CALLBACK = "https://rp.example.com/callback"
-
-
-@pytest.fixture(scope="module")
-def app_private_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def alipay_private_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def stranger_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture
-def emulator(
-    app_private_key: rsa.RSAPrivateKey, alipay_private_key: rsa.RSAPrivateKey
-) -> Iterator[AlipayEmulator]:
-    emulator = AlipayEmulator(
-        app_public_key=app_private_key.public_key(), alipay_private_key=alipay_private_key
-    )
-    with emulator.serve():
-        yield emulator
 
 
 @dataclass
@@ -149,8 +122,8 @@ class Client:
 
 
 @pytest.fixture
-def client(emulator: AlipayEmulator, app_private_key: rsa.RSAPrivateKey) -> Client:
-    return Client(emulator, app_private_key)
+def client(emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey) -> Client:
+    return Client(emulator, app_key)
 
 
 def authorize(emulator: AlipayEmulator, **params: str) -> requests.Response:
@@ -225,11 +198,11 @@ def test_authorize_refuses_bad_requests(emulator: AlipayEmulator, params: dict[s
 
 
 def test_consent_page_shows_app_and_escapes_users(
-    app_private_key: rsa.RSAPrivateKey, alipay_private_key: rsa.RSAPrivateKey
+    app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
     emulator = AlipayEmulator(
-        app_public_key=app_private_key.public_key(),
-        alipay_private_key=alipay_private_key,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
         auto_approve=False,
     )
     emulator.add_user("evil", nick_name="<script>alert(1)</script>")
@@ -244,11 +217,11 @@ def test_consent_page_shows_app_and_escapes_users(
 
 
 def test_consent_approve_and_cancel(
-    app_private_key: rsa.RSAPrivateKey, alipay_private_key: rsa.RSAPrivateKey
+    app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
     emulator = AlipayEmulator(
-        app_public_key=app_private_key.public_key(),
-        alipay_private_key=alipay_private_key,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
         auto_approve=False,
     )
     picked = emulator.add_user("picked", id_kind="user_id")
@@ -266,7 +239,7 @@ def test_consent_approve_and_cancel(
             url, data={"user": "picked", "decision": "approve"}, allow_redirects=False, timeout=10
         )
         code = callback_params(approved)["auth_code"]
-        _, token = Client(emulator, app_private_key).exchange(code)
+        _, token = Client(emulator, app_key).exchange(code)
     assert token["user_id"] == picked.user_id
     assert "open_id" not in token
 
@@ -338,25 +311,23 @@ def test_code_is_single_use(emulator: AlipayEmulator, client: Client) -> None:
 
 
 def test_code_for_another_app_is_refused_and_burned(
-    emulator: AlipayEmulator, client: Client, stranger_key: rsa.RSAPrivateKey
+    emulator: AlipayEmulator, client: Client, other_key: rsa.RSAPrivateKey
 ) -> None:
-    emulator.register_app("2021000000000002", public_key_base64(stranger_key.public_key()))
+    emulator.register_app("2021000000000002", public_key_base64(other_key.public_key()))
     code = emulator.issue_code()
-    other_app = Client(emulator, stranger_key, app_id="2021000000000002")
+    other_app = Client(emulator, other_key, app_id="2021000000000002")
     assert other_app.exchange(code)[1]["sub_code"] == "isv.code-invalid"
     assert client.exchange(code)[1]["sub_code"] == "isv.code-invalid"
 
 
-def test_code_expires(
-    app_private_key: rsa.RSAPrivateKey, alipay_private_key: rsa.RSAPrivateKey
-) -> None:
+def test_code_expires(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> None:
     emulator = AlipayEmulator(
-        app_public_key=app_private_key.public_key(),
-        alipay_private_key=alipay_private_key,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
         code_ttl=0.2,
     )
     with emulator.serve():
-        client = Client(emulator, app_private_key)
+        client = Client(emulator, app_key)
         fresh = emulator.issue_code()
         stale = emulator.issue_code()
         assert client.exchange(fresh)[0] == TOKEN_NODE
@@ -369,12 +340,10 @@ def test_code_expires(
 
 
 def test_wrong_key_signature_is_refused_and_quoted(
-    emulator: AlipayEmulator, client: Client, stranger_key: rsa.RSAPrivateKey
+    emulator: AlipayEmulator, client: Client, other_key: rsa.RSAPrivateKey
 ) -> None:
     code = emulator.issue_code()
-    response = client.call(
-        TOKEN, {"grant_type": "authorization_code", "code": code}, key=stranger_key
-    )
+    response = client.call(TOKEN, {"grant_type": "authorization_code", "code": code}, key=other_key)
     node, error = client.read(response, TOKEN_NODE)
     assert node == "error_response"
     assert error["code"] == "40002"
@@ -440,7 +409,7 @@ def test_common_param_in_body_is_refused(
 
 
 def test_business_param_in_query_is_refused(
-    emulator: AlipayEmulator, app_private_key: rsa.RSAPrivateKey
+    emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey
 ) -> None:
     assert emulator.server is not None
     params = {
@@ -454,7 +423,7 @@ def test_business_param_in_query_is_refused(
         "grant_type": "authorization_code",
         "code": emulator.issue_code(),
     }
-    params["sign"] = sign_text(string_to_sign(params), app_private_key, "RSA2", "utf-8")
+    params["sign"] = sign_text(string_to_sign(params), app_key, "RSA2", "utf-8")
     response = requests.post(emulator.server.gateway_url, params=params, timeout=10)
     error = parse_answer(response.content, TOKEN_NODE, "utf-8").data
     assert error["sub_code"] == "isv.invalid-parameter"
@@ -504,9 +473,7 @@ def test_unknown_method_and_grant_type(emulator: AlipayEmulator, client: Client)
     assert client.read(response, TOKEN_NODE)[1]["sub_code"] == "isv.grant-type-invalid"
 
 
-def test_unknown_sign_type_is_refused(
-    emulator: AlipayEmulator, app_private_key: rsa.RSAPrivateKey
-) -> None:
+def test_unknown_sign_type_is_refused(emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey) -> None:
     assert emulator.server is not None
     query = {
         "app_id": APP_ID,
@@ -558,7 +525,7 @@ def test_rsa_sha1(emulator: AlipayEmulator, client: Client) -> None:
 
 
 def test_rsa_request_signed_with_sha256_is_refused(
-    emulator: AlipayEmulator, app_private_key: rsa.RSAPrivateKey
+    emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey
 ) -> None:
     assert emulator.server is not None
     query = {
@@ -571,7 +538,7 @@ def test_rsa_request_signed_with_sha256_is_refused(
         "version": "1.0",
     }
     body = {"grant_type": "authorization_code", "code": emulator.issue_code()}
-    query["sign"] = sign_text(string_to_sign({**query, **body}), app_private_key, "RSA2", "utf-8")
+    query["sign"] = sign_text(string_to_sign({**query, **body}), app_key, "RSA2", "utf-8")
     response = requests.post(emulator.server.gateway_url, params=query, data=body, timeout=10)
     error = parse_answer(response.content, TOKEN_NODE, "utf-8").data
     assert error["sub_code"] == "isv.invalid-signature"
@@ -618,30 +585,28 @@ def test_refresh_flow(emulator: AlipayEmulator, client: Client) -> None:
         emulator.expire_token("nope")
 
 
-def test_expires_as_string(
-    app_private_key: rsa.RSAPrivateKey, alipay_private_key: rsa.RSAPrivateKey
-) -> None:
+def test_expires_as_string(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> None:
     emulator = AlipayEmulator(
-        app_public_key=app_private_key.public_key(),
-        alipay_private_key=alipay_private_key,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
         expires_as_string=True,
         token_ttl=3600,
     )
     with emulator.serve():
-        token = sign_in(Client(emulator, app_private_key))
+        token = sign_in(Client(emulator, app_key))
     assert token["expires_in"] == "3600" and token["re_expires_in"] == "2592000"
 
 
 def test_sign_unescaped_slashes_needs_the_java_sdk_retry(
-    app_private_key: rsa.RSAPrivateKey, alipay_private_key: rsa.RSAPrivateKey
+    app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
     emulator = AlipayEmulator(
-        app_public_key=app_private_key.public_key(),
-        alipay_private_key=alipay_private_key,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
         sign_unescaped_slashes=True,
     )
     with emulator.serve():
-        client = Client(emulator, app_private_key)
+        client = Client(emulator, app_key)
         token = sign_in(client)
         response = client.call(USER_INFO, {}, auth_token=token["access_token"])
     answer = parse_answer(response.content, USER_INFO_NODE, "utf-8")
@@ -655,11 +620,9 @@ def test_sign_unescaped_slashes_needs_the_java_sdk_retry(
 
 
 def test_config_points_at_the_running_server(
-    app_private_key: rsa.RSAPrivateKey, alipay_private_key: rsa.RSAPrivateKey
+    app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
-    emulator = AlipayEmulator(
-        app_public_key=app_private_key.public_key(), alipay_private_key=alipay_private_key
-    )
+    emulator = AlipayEmulator(app_public_key=app_key.public_key(), alipay_private_key=alipay_key)
     with pytest.raises(RuntimeError):
         emulator.config()
     with emulator.serve() as server:
@@ -673,7 +636,7 @@ def test_config_points_at_the_running_server(
         }
         assert "\n" not in config["ALIPAY_PUBLIC_KEY"]
         assert load_public_key(emulator.alipay_public_key_pem).public_numbers() == (
-            alipay_private_key.public_key().public_numbers()
+            alipay_key.public_key().public_numbers()
         )
     with pytest.raises(requests.ConnectionError):
         requests.get(server.gateway_url, timeout=2)
