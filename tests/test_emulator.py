@@ -244,6 +244,26 @@ def test_consent_approve_and_cancel(
     assert "open_id" not in token
 
 
+def test_consent_page_adds_a_user(
+    app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
+) -> None:
+    emulator = AlipayEmulator(
+        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, auto_approve=False
+    )
+    with emulator.serve() as server:
+        page = authorize(emulator)
+        assert 'name="new_nick_name"' in page.text
+        query = {"app_id": APP_ID, "scope": "auth_user", "redirect_uri": CALLBACK, "state": "s"}
+        url = server.authorize_url + "?" + urllib.parse.urlencode(query)
+        form = {"user": "default", "new_nick_name": "新来的", "new_id_kind": "both"}
+        approved = requests.post(
+            url, data={**form, "decision": "approve"}, allow_redirects=False, timeout=10
+        )
+        _, token = Client(emulator, app_key).exchange(callback_params(approved)["auth_code"])
+    (added,) = [u for u in emulator.users.values() if u.nick_name == "新来的"]
+    assert token["open_id"] == added.open_id and token["user_id"] == added.user_id
+
+
 # -- alipay.system.oauth.token and alipay.user.info.share ---------------------
 
 
@@ -264,12 +284,15 @@ def test_token_exchange_and_profile(emulator: AlipayEmulator, client: Client) ->
     assert response.headers["Content-Type"] == "text/html;charset=utf-8"
     # Alipay's own byte layout: raw Chinese, escaped slashes, compact.
     assert "小明".encode() in response.content
-    assert b"https:\\/\\/tfs.alipayobjects.com\\/images\\/partner\\/" in response.content
+    assert b"http:\\/\\/127.0.0.1:" in response.content and b"\\/avatar\\/" in response.content
     assert response.content.startswith(b'{"alipay_user_info_share_response":{"code":"10000",')
     node, profile = client.read(response, USER_INFO_NODE)
     assert profile["code"] == "10000" and profile["msg"] == "Success"
     assert profile["nick_name"] == "小明"
-    assert profile["avatar"].startswith("https://tfs.alipayobjects.com/images/partner/")
+    assert profile["avatar"] == emulator.server.url + "/avatar/default.svg"  # type: ignore[union-attr]
+    avatar = requests.get(profile["avatar"], timeout=5)
+    assert avatar.headers["Content-Type"].startswith("image/svg+xml")
+    assert "小" in avatar.text
     assert profile["gender"] == "m"
     assert profile["open_id"] == emulator.default_user.open_id
 

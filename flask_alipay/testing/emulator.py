@@ -53,6 +53,7 @@ __all__ = [
 
 AUTHORIZE_PATH = "/oauth2/publicAppAuthorize.htm"
 GATEWAY_PATH = "/gateway.do"
+AVATAR_PATH = "/avatar/"
 TOKEN_METHOD = "alipay.system.oauth.token"
 USER_INFO_METHOD = "alipay.user.info.share"
 SCOPES = ("auth_user", "auth_base")
@@ -122,8 +123,24 @@ def _new_open_id() -> str:
     return "0" + "".join(secrets.choice(_ALNUM) for _ in range(46))
 
 
-def _new_avatar() -> str:
-    return "https://tfs.alipayobjects.com/images/partner/T1" + secrets.token_hex(12)
+def _served_avatar(key: str) -> str:
+    # Relative until answered: the profile call makes it absolute on the
+    # emulator's own host, so avatars load offline in a browser.
+    return AVATAR_PATH + urllib.parse.quote(key, safe="") + ".svg"
+
+
+_AVATAR_COLOURS = ("#1677ff", "#13c2c2", "#fa8c16", "#eb2f96", "#52c41a", "#722ed1")
+
+
+def _avatar_svg(label: str, key: str) -> str:
+    colour = _AVATAR_COLOURS[sum(key.encode()) % len(_AVATAR_COLOURS)]
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="160" height="160" viewBox="0 0 160 160">'
+        f'<rect width="160" height="160" fill="{colour}"/>'
+        '<text x="80" y="104" font-size="72" text-anchor="middle" fill="#fff" '
+        'font-family="PingFang SC,Microsoft YaHei,Noto Sans CJK SC,sans-serif">'
+        f"{html.escape(label[:1] or '?')}</text></svg>"
+    )
 
 
 @dataclass
@@ -335,14 +352,29 @@ def _html_page(title: str, body: str, status: int = 200) -> Response:
 
 
 _CSS = (
-    "body{font-family:system-ui,sans-serif;background:#f3f5f8;margin:0;color:#222}"
-    "main{max-width:26rem;margin:3rem auto;background:#fff;padding:1.5rem 2rem;"
-    "border-radius:10px;box-shadow:0 1px 6px #0002}"
-    "h1{font-size:1.2rem;color:#1677ff}code{background:#eef;padding:0 .3em}"
-    "select,button{font-size:1rem;padding:.45rem .9rem;margin:.4rem .4rem .4rem 0}"
-    "button[value=approve]{background:#1677ff;color:#fff;border:0;border-radius:6px}"
-    ".note{color:#999;font-size:.8rem;margin-top:1.5rem}"
+    "body{font-family:system-ui,'PingFang SC','Microsoft YaHei',sans-serif;"
+    "background:#f3f5f8;margin:0;color:#1f2329}"
+    "main{max-width:26rem;margin:3rem auto;background:#fff;padding:1.75rem 2rem;"
+    "border-radius:12px;box-shadow:0 2px 12px #0001}"
+    ".logo{width:48px;height:48px;border-radius:12px;background:#1677ff;color:#fff;"
+    "font-size:28px;line-height:48px;text-align:center;font-weight:600}"
+    "h1{font-size:1.2rem;margin:.8rem 0}code{background:#f2f3f5;padding:.1em .35em;"
+    "border-radius:4px}.scope{color:#646a73}"
+    "label{display:block;margin:.7rem 0 .2rem;font-size:.9rem;color:#646a73}"
+    "select,input{display:block;width:100%;box-sizing:border-box;font-size:1rem;"
+    "padding:.45rem .6rem;margin-top:.25rem;border:1px solid #d0d3d6;border-radius:6px}"
+    "details{margin:.6rem 0;font-size:.9rem}summary{cursor:pointer;color:#1677ff}"
+    ".buttons{display:flex;gap:.6rem;margin-top:1.2rem}"
+    "button{flex:1;font-size:1rem;padding:.6rem;border-radius:6px;border:1px solid #d0d3d6;"
+    "background:#fff;cursor:pointer}"
+    "button[value=approve]{background:#1677ff;color:#fff;border-color:#1677ff}"
+    ".note{color:#999;font-size:.8rem;margin-top:1.5rem;text-align:center}"
 )
+
+
+def _id_label(user: EmulatedUser) -> str:
+    kinds = [kind for kind in ("open_id", "user_id") if getattr(user, kind)]
+    return " + ".join(kinds)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -497,7 +529,7 @@ class AlipayEmulator:
                 open_id=open_id,
                 union_id=union_id,
                 nick_name=self._made_up_nick_name() if isinstance(nick_name, _Auto) else nick_name,
-                avatar=_new_avatar() if isinstance(avatar, _Auto) else avatar,
+                avatar=_served_avatar(key) if isinstance(avatar, _Auto) else avatar,
                 gender=gender,
                 province=province,
                 city=city,
@@ -647,7 +679,16 @@ class AlipayEmulator:
         app = Flask(__name__)
         app.add_url_rule(AUTHORIZE_PATH, "authorize", self._authorize_view, methods=["GET", "POST"])
         app.add_url_rule(GATEWAY_PATH, "gateway", self._gateway_view, methods=["GET", "POST"])
+        app.add_url_rule(AVATAR_PATH + "<key>.svg", "avatar", self._avatar_view)
         return app
+
+    def _avatar_view(self, key: str) -> Response:
+        with self._lock:
+            user = self.users.get(key)
+        if user is None:
+            return Response("no such user", status=404, content_type="text/plain")
+        svg = _avatar_svg(user.nick_name or user.key, user.key)
+        return Response(svg, content_type="image/svg+xml; charset=utf-8")
 
     # -- the authorize page --------------------------------------------------
 
@@ -660,9 +701,9 @@ class AlipayEmulator:
         if problem:
             return _html_page("授权失败 / Authorization error", _error_body(problem), 400)
         if request.method == "POST":
-            user_key = request.form.get("user") or None
             if request.form.get("decision") != "approve":
                 return self._redirect(redirect_uri, [("app_id", app_id)], state)
+            user_key = self._chosen_user(request.form)
         elif self.auto_approve:
             user_key = request.args.get("login_as") or None
         else:
@@ -675,6 +716,16 @@ class AlipayEmulator:
             ("auth_code", code),
         ]
         return self._redirect(redirect_uri, params, state)
+
+    def _chosen_user(self, form: Mapping[str, str]) -> str | None:
+        """The picked account, or a new one when a nickname was typed in."""
+        new_name = (form.get("new_nick_name") or "").strip()[:32]
+        if new_name:
+            kind = form.get("new_id_kind", "open_id")
+            if kind not in ("open_id", "user_id", "both"):
+                kind = "open_id"
+            return self.add_user(nick_name=new_name, id_kind=kind).key  # type: ignore[arg-type]
+        return form.get("user") or None
 
     def _authorize_problem(
         self, app_id: str, scope: str, redirect_uri: str, state: str | None
@@ -704,23 +755,30 @@ class AlipayEmulator:
         options = "".join(
             f'<option value="{html.escape(user.key)}"'
             f"{' selected' if user.key == selected else ''}>"
-            f"{html.escape(user.nick_name or user.key)} ({html.escape(user.key)})</option>"
+            f"{html.escape(user.nick_name or user.key)} · {html.escape(_id_label(user))}</option>"
             for user in users
         )
         what = (
-            "获取你的头像、昵称 / your nickname and avatar"
+            "获取你的头像、昵称等公开信息 / your nickname, avatar and public profile"
             if scope == "auth_user"
-            else ("获取你的支付宝账号标识 / your Alipay account id")
+            else "获取你的支付宝账号标识 / your Alipay account id only"
         )
         action = AUTHORIZE_PATH + "?" + request.query_string.decode("latin-1")
         body = (
-            "<h1>支付宝授权 · Alipay authorization</h1>"
-            f"<p>应用 / App <code>{html.escape(app_id)}</code> 申请 / asks for "
-            f"<code>{html.escape(scope)}</code>: {html.escape(what)}</p>"
+            '<div class="logo">支</div>'
+            "<h1>支付宝授权 · Sign in with Alipay</h1>"
+            f'<p>应用 / App <code class="app">{html.escape(app_id)}</code> 申请 / asks for:</p>'
+            f'<p class="scope"><code>{html.escape(scope)}</code> {html.escape(what)}</p>'
             f'<form method="post" action="{html.escape(action)}">'
-            f'<label>账号 / Account <select name="user">{options}</select></label><br>'
-            '<button name="decision" value="approve">同意 / Approve</button>'
-            '<button name="decision" value="cancel">取消 / Cancel</button></form>'
+            f'<label>账号 / Account<select name="user">{options}</select></label>'
+            "<details><summary>新建账号 / Add a user</summary>"
+            '<label>昵称 / Nickname<input name="new_nick_name" maxlength="32" '
+            'placeholder="例如 张三"></label>'
+            '<label>标识 / Id kind<select name="new_id_kind">'
+            '<option value="open_id">open_id</option><option value="user_id">user_id</option>'
+            '<option value="both">open_id + user_id</option></select></label></details>'
+            '<div class="buttons"><button name="decision" value="approve">同意 / Approve</button>'
+            '<button name="decision" value="cancel">取消 / Cancel</button></div></form>'
         )
         return _html_page("支付宝授权 / Alipay authorization", body)
 
@@ -933,7 +991,10 @@ class AlipayEmulator:
             return _token_refused("aop.invalid-auth-token", "无效的访问令牌")
         with self._lock:
             user = self.users[grant.user_key]
-        data: dict[str, Any] = {"code": "10000", "msg": "Success", **user.profile()}
+        profile = user.profile()
+        if profile.get("avatar", "").startswith(AVATAR_PATH):
+            profile["avatar"] = request.host_url.rstrip("/") + profile["avatar"]
+        data: dict[str, Any] = {"code": "10000", "msg": "Success", **profile}
         return _Answer(_node_name(USER_INFO_METHOD), data)
 
     # -- answers -------------------------------------------------------------
