@@ -57,14 +57,21 @@ class AlipayLogin:
         """Validate config, parse keys, register the blueprint; fail fast on mistakes."""
         config = load_config(app.config, self.config_prefix)
         _require_secret_key(app)
-        gateway = Gateway(config)
-        self._states[app] = _AppState(config, gateway, AlipayOAuth2App(gateway, self.name))
+        self._install(app, config)
         app.extensions[self.name] = self
         app.register_blueprint(make_blueprint(self, config.url_prefix))
         if not _has_handler(app, AlipayError):
             app.register_error_handler(AlipayError, lambda e: render_error(self, e))
 
     # Per-app state ------------------------------------------------------
+
+    def _install(self, app: Flask, config: AlipayConfig) -> None:
+        """Build the per-app gateway and client; the test emulator re-points apps with it."""
+        gateway = Gateway(config)
+        self._states[app] = _AppState(config, gateway, AlipayOAuth2App(gateway, self.name))
+
+    def _config_for(self, app: Flask) -> AlipayConfig:
+        return self._states[app].config
 
     def _state(self) -> _AppState:
         app = current_app._get_current_object()  # type: ignore[attr-defined]

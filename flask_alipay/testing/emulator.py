@@ -12,6 +12,7 @@ demand (:meth:`AlipayEmulator.inject`) the ways Alipay has been seen to.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import http
 import json
@@ -463,6 +464,7 @@ class AlipayEmulator:
         self._access_tokens: dict[str, _Grant] = {}
         self._refresh_tokens: dict[str, _Grant] = {}
         self.server: EmulatorServer | None = None
+        self._pointed: dict[tuple[int, str], tuple[Flask, Any, Any]] = {}
         self.register_app(app_id, app_public_key)
         self.default_user = self.add_user(
             "default",
@@ -645,6 +647,8 @@ class AlipayEmulator:
         return self.server
 
     def stop(self) -> None:
+        """Stop serving, and give apps that :meth:`point` changed their settings back."""
+        self.unpoint()
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -670,6 +674,40 @@ class AlipayEmulator:
             "ALIPAY_GATEWAY_URL": self.server.gateway_url,
             "ALIPAY_PUBLIC_KEY": self.alipay_public_key_base64,
         }
+
+    def point(self, app: Flask, name: str = "alipay") -> Flask:
+        """Re-point an app already set up with AlipayLogin at this running emulator.
+
+        Its APPID and app key are kept (the emulator learns the public half);
+        the endpoints and Alipay's public key become the emulator's.
+        :meth:`unpoint` (and :meth:`stop`) give the app its own settings back.
+        """
+        from flask_alipay.extension import AlipayLogin
+
+        extension = app.extensions.get(name)
+        if not isinstance(extension, AlipayLogin):
+            raise RuntimeError(f"the app has no AlipayLogin named {name!r}")
+        if self.server is None:
+            raise RuntimeError("the emulator is not running: start() or serve() it first")
+        original = extension._config_for(app)
+        self._pointed.setdefault((id(app), name), (app, extension, original))
+        self.register_app(original.app_id, original.private_key.public_key())
+        extension._install(
+            app,
+            dataclasses.replace(
+                original,
+                authorize_url=self.server.authorize_url,
+                gateway_url=self.server.gateway_url,
+                alipay_public_key=self.alipay_public_key,
+            ),
+        )
+        return app
+
+    def unpoint(self) -> None:
+        """Give every app that :meth:`point` changed its own settings back."""
+        for app, extension, original in self._pointed.values():
+            extension._install(app, original)
+        self._pointed.clear()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """WSGI, so the emulator can be mounted or served by any server."""

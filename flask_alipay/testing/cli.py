@@ -1,0 +1,83 @@
+"""``flask alipay emulator`` and ``python -m flask_alipay.testing``: one command, two doors."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from flask_alipay.keys import KeyFormatError, load_public_key
+from flask_alipay.testing.emulator import AlipayEmulator
+
+__all__ = ["emulator_command"]
+
+
+def _app_public_key(value: str) -> RSAPublicKey:
+    """A path to a key file, or the key text itself."""
+    path = Path(value).expanduser()
+    try:
+        is_file = path.is_file()
+    except OSError:  # key text too long to be a file name
+        is_file = False
+    text = path.read_text(encoding="ascii", errors="replace") if is_file else value
+    try:
+        return load_public_key(text)
+    except KeyFormatError as error:
+        raise click.BadParameter(f"not an RSA public key ({error})") from None
+
+
+@click.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free).")
+@click.option("--app-id", default="2021000000000001", show_default=True, help="APPID to serve.")
+@click.option(
+    "--app-public-key",
+    metavar="PATH_OR_KEY",
+    help="Your app public key (file or text). Without it a throwaway app key pair is "
+    "made and its private half printed.",
+)
+@click.option(
+    "--auto-approve", is_flag=True, help="Skip the consent page and sign in the default user."
+)
+def emulator_command(
+    host: str, port: int, app_id: str, app_public_key: str | None, auto_approve: bool
+) -> None:
+    """Run a local Alipay (authorize page and gateway) for development and tests.
+
+    Prints the ALIPAY_* settings that point an app at it; no account, no network.
+    """
+    private_line = None
+    if app_public_key:
+        public_key = _app_public_key(app_public_key)
+    else:
+        app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public_key = app_key.public_key()
+        der = app_key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        private_line = "ALIPAY_PRIVATE_KEY=" + base64.b64encode(der).decode("ascii")
+    emulator = AlipayEmulator(app_id=app_id, app_public_key=public_key, auto_approve=auto_approve)
+    try:
+        server = emulator.start(host=host, port=port, quiet=False)
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    click.echo("# Point your app at the Alipay emulator with these settings:")
+    for name, value in emulator.config().items():
+        click.echo(f"{name}={value}")
+    if private_line:
+        click.echo("# A throwaway app key made for this run (not a secret):")
+        click.echo(private_line)
+    click.echo(f"# Alipay emulator on {server.url} (Ctrl-C stops it)")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()

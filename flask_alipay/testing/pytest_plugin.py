@@ -1,0 +1,145 @@
+"""A pytest plugin, registered through ``pytest11``: no configuration needed.
+
+Fixtures:
+
+* ``alipay_emulator``: an AlipayEmulator on a loopback port for one test.  If
+  the test also uses an ``app`` fixture whose app has AlipayLogin, that app is
+  pointed at the emulator (and given back its settings afterwards); any other
+  app can be pointed with ``alipay_emulator.point(app)``.
+* ``alipay_config``: the ALIPAY_* settings for an app factory, private key included.
+* ``alipay_sign_in``: ``alipay_sign_in(client, "alice")`` signs a Flask test
+  client in as that emulated user, through the real views and real HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask, url_for
+from flask.testing import FlaskClient
+
+from flask_alipay.testing.emulator import AlipayEmulator, EmulatedUser
+
+__all__ = ["AlipayTestKeys", "SignIn", "sign_in"]
+
+
+@dataclass(frozen=True)
+class AlipayTestKeys:
+    """Key pairs made once per test session: RSA key generation is slow."""
+
+    app: rsa.RSAPrivateKey
+    alipay: rsa.RSAPrivateKey
+
+    @property
+    def app_private_key_pem(self) -> str:
+        return self.app.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode("ascii")
+
+
+class SignIn(Protocol):
+    def __call__(
+        self,
+        client: FlaskClient,
+        user: str | EmulatedUser | None = None,
+        *,
+        next: str | None = None,
+        name: str = "alipay",
+    ) -> Any: ...
+
+
+def sign_in(
+    emulator: AlipayEmulator,
+    client: FlaskClient,
+    user: str | EmulatedUser | None = None,
+    *,
+    next: str | None = None,
+    name: str = "alipay",
+) -> Any:
+    """Sign ``client`` in as ``user`` (a key; created if new) and return the callback's response.
+
+    It walks the real path: the login view, the emulator's authorize page over
+    HTTP, then the callback, which exchanges the code at the emulator's gateway.
+    """
+    app: Flask = client.application
+    with app.test_request_context():
+        login = url_for(f"{name}.login", next=next) if next else url_for(f"{name}.login")
+    started = client.get(login)
+    if started.status_code != 302:
+        raise AssertionError(f"{login} answered {started.status_code}, not a redirect")
+    key = user.key if isinstance(user, EmulatedUser) else user
+    if key is not None:
+        emulator.user(key)
+    authorize_url = str(started.headers["Location"])
+    if emulator.auto_approve:
+        suffix = f"&login_as={quote(key, safe='')}" if key else ""
+        answer = requests.get(authorize_url + suffix, allow_redirects=False, timeout=10)
+    else:
+        form = {"user": key or emulator.default_user.key, "decision": "approve"}
+        answer = requests.post(authorize_url, data=form, allow_redirects=False, timeout=10)
+    if answer.status_code != 302:
+        raise AssertionError(f"the emulator refused the sign-in: {answer.status_code}")
+    callback = urlsplit(answer.headers["Location"])
+    return client.get(callback.path + "?" + callback.query)
+
+
+@pytest.fixture(scope="session")
+def alipay_test_keys() -> AlipayTestKeys:
+    """An app key pair and an Alipay key pair for the whole session."""
+    return AlipayTestKeys(
+        app=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        alipay=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    )
+
+
+@pytest.fixture
+def alipay_emulator(
+    request: pytest.FixtureRequest, alipay_test_keys: AlipayTestKeys
+) -> Iterator[AlipayEmulator]:
+    """The Alipay emulator on loopback, auto-approving, for one test."""
+    emulator = AlipayEmulator(
+        app_public_key=alipay_test_keys.app.public_key(),
+        alipay_private_key=alipay_test_keys.alipay,
+    )
+    with emulator.serve():
+        if "app" in request.fixturenames:
+            app = request.getfixturevalue("app")
+            if isinstance(app, Flask) and "alipay" in app.extensions:
+                emulator.point(app)
+        yield emulator
+
+
+@pytest.fixture
+def alipay_config(
+    alipay_emulator: AlipayEmulator, alipay_test_keys: AlipayTestKeys
+) -> dict[str, str]:
+    """ALIPAY_* settings for an app factory: the emulator's endpoints and a test app key."""
+    return {
+        **alipay_emulator.config(),
+        "ALIPAY_PRIVATE_KEY": alipay_test_keys.app_private_key_pem,
+    }
+
+
+@pytest.fixture
+def alipay_sign_in(alipay_emulator: AlipayEmulator) -> SignIn:
+    """``alipay_sign_in(client, "alice", next="/me")``: one call, a signed-in client."""
+
+    def run(
+        client: FlaskClient,
+        user: str | EmulatedUser | None = None,
+        *,
+        next: str | None = None,
+        name: str = "alipay",
+    ) -> Any:
+        return sign_in(alipay_emulator, client, user, next=next, name=name)
+
+    return run

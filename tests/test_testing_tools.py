@@ -1,0 +1,150 @@
+"""The emulator's two command lines and the pytest plugin, used as a newcomer would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import build_site, pem_private, pem_public, sign_in
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from flask_alipay import user_logged_in
+
+pytest_plugins = ["pytester"]
+
+
+@contextmanager
+def running(*args: str) -> Iterator[dict[str, str]]:
+    """Start the emulator command; yield the KEY=VALUE settings it prints."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    settings: dict[str, str] = {}
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("# Alipay emulator on"):
+                break
+            if "=" in line and not line.startswith("#"):
+                name, value = line.strip().split("=", 1)
+                settings[name] = value
+        else:
+            raise AssertionError(f"the emulator exited: {process.wait()}")
+        yield settings
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def signs_in(config: dict[str, str]) -> str:
+    site = build_site(config)
+    seen: list[str] = []
+
+    def on_login(sender: object, user: object, **extra: object) -> None:
+        seen.append(getattr(user, "id", ""))
+
+    user_logged_in.connect(on_login, sender=site)
+    try:
+        response = sign_in(site.test_client())
+    finally:
+        user_logged_in.disconnect(on_login, sender=site)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return seen[0]
+
+
+def test_flask_alipay_emulator_prints_settings_that_work() -> None:
+    args = ("-m", "flask", "alipay", "emulator", "--port", "0", "--auto-approve")
+    with running(*args) as settings:
+        assert set(settings) == {
+            "ALIPAY_APP_ID",
+            "ALIPAY_AUTHORIZE_URL",
+            "ALIPAY_GATEWAY_URL",
+            "ALIPAY_PUBLIC_KEY",
+            "ALIPAY_PRIVATE_KEY",
+        }
+        assert settings["ALIPAY_GATEWAY_URL"].startswith("http://127.0.0.1:")
+        assert signs_in(settings)
+
+
+def test_python_m_takes_the_apps_public_key(tmp_path: Path, app_key: rsa.RSAPrivateKey) -> None:
+    key_file = tmp_path / "app_public_key.pem"
+    key_file.write_text(pem_public(app_key.public_key()))
+    args = ("-m", "flask_alipay.testing", "--port", "0", "--auto-approve")
+    with running(*args, "--app-public-key", str(key_file), "--app-id", "2021000000000777") as s:
+        assert "ALIPAY_PRIVATE_KEY" not in s
+        assert s["ALIPAY_APP_ID"] == "2021000000000777"
+        assert signs_in({**s, "ALIPAY_PRIVATE_KEY": pem_private(app_key)})
+
+
+def test_bad_app_public_key_is_a_clear_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flask_alipay.testing", "--app-public-key", "nonsense"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "not an RSA public key" in result.stderr
+
+
+PLUGIN_TESTS = """
+from flask import Flask
+from flask_alipay import AlipayLogin, current_alipay_user, login_required
+import pytest
+
+
+def make(config):
+    app = Flask("userapp")
+    app.config.update(SECRET_KEY="x", **config)
+    AlipayLogin(app)
+
+    @app.route("/me")
+    @login_required
+    def me():
+        return current_alipay_user["nick_name"]
+
+    return app
+
+
+def test_factory_with_alipay_config(alipay_config, alipay_emulator, alipay_sign_in):
+    client = make(alipay_config).test_client()
+    alipay_emulator.add_user("alice", nick_name="爱丽丝")
+    assert alipay_sign_in(client, "alice", next="/me").headers["Location"] == "/me"
+    assert client.get("/me").get_data(as_text=True) == "爱丽丝"
+
+
+@pytest.fixture
+def app(alipay_test_keys):
+    # Configured for production; the plugin points it at the emulator.
+    pem = alipay_test_keys.app_private_key_pem
+    return make({"ALIPAY_APP_ID": "2021000000000042", "ALIPAY_PRIVATE_KEY": pem})
+
+
+def test_existing_app_is_pointed(app, alipay_emulator, alipay_sign_in):
+    client = app.test_client()
+    assert alipay_sign_in(client).status_code == 302
+    assert client.get("/me").get_data(as_text=True) == "小明"
+    with app.app_context():
+        assert app.extensions["alipay"].config.gateway_url == alipay_emulator.server.gateway_url
+
+
+def test_app_gets_its_settings_back(app):
+    with app.app_context():
+        assert app.extensions["alipay"].config.gateway_url == "https://openapi.alipay.com/gateway.do"
+"""
+
+
+def test_pytest_plugin_needs_no_configuration(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user_app=PLUGIN_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
