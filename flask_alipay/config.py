@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -19,9 +19,11 @@ from .errors import AlipayConfigError
 from .keys import KeyFormatError, load_private_key, load_public_key, same_public_key
 from .redirects import safe_next
 
-__all__ = ["ENDPOINTS", "AlipayConfig", "load_config"]
+__all__ = ["ENDPOINTS", "AlipayConfig", "inspect_config", "load_config"]
 
 log = logging.getLogger("flask_alipay")
+
+T = TypeVar("T")
 
 #: (authorize page, gateway) for production and sandbox (ALIPAY.md §2).
 ENDPOINTS: dict[bool, tuple[str, str]] = {
@@ -94,27 +96,66 @@ class _Reader:
 
 def load_config(config: Mapping[str, Any], prefix: str = "ALIPAY_") -> AlipayConfig:
     """Validate every ALIPAY_* key and parse the keys; raise AlipayConfigError."""
+    loaded, errors = inspect_config(config, prefix)
+    if loaded is None:
+        raise errors[0]
+    if loaded.alipay_public_key is None:
+        log.warning(
+            "%s is not set: answers from Alipay cannot be verified. Paste "
+            "Alipay's public key (支付宝公钥) from the console.",
+            prefix + "PUBLIC_KEY",
+        )
+    return loaded
+
+
+def inspect_config(
+    config: Mapping[str, Any], prefix: str = "ALIPAY_"
+) -> tuple[AlipayConfig | None, list[AlipayConfigError]]:
+    """Every problem at once, for ``flask alipay check``: (config or None, errors)."""
     r = _Reader(config, prefix)
-    app_id = _app_id(r)
-    private_key = _private_key(r)
-    public_key = _alipay_public_key(r, private_key)
-    sandbox = _flag(r, "SANDBOX")
+    errors: list[AlipayConfigError] = []
+
+    def attempt(read: Callable[[], T], fallback: T) -> T:
+        try:
+            return read()
+        except AlipayConfigError as error:
+            errors.append(error)
+            return fallback
+
+    app_id = attempt(lambda: _app_id(r), "")
+    private_key = attempt(lambda: _private_key(r), None)
+    public_key = attempt(lambda: _alipay_public_key(r, private_key), None)
+    sandbox = attempt(lambda: _flag(r, "SANDBOX"), False)
     authorize_default, gateway_default = ENDPOINTS[sandbox]
-    return AlipayConfig(
+    sign_type = attempt(
+        lambda: _choice(r, "SIGN_TYPE", SIGN_TYPE, {"RSA2": "RSA2", "RSA": "RSA"}), SIGN_TYPE
+    )
+    charset = attempt(lambda: _choice(r, "CHARSET", CHARSET, _WIRE_CHARSETS), "utf-8")
+    scope = attempt(lambda: _choice(r, "SCOPE", SCOPE, {s: s for s in _SCOPES}), SCOPE)
+    authorize_url = attempt(lambda: _url(r, "AUTHORIZE_URL", authorize_default), None)
+    gateway_url = attempt(lambda: _url(r, "GATEWAY_URL", gateway_default), None)
+    redirect_uri = attempt(lambda: _url(r, "REDIRECT_URI", None), None)
+    url_prefix = attempt(lambda: _url_prefix(r), "")
+    default_next = attempt(lambda: _default_next(r), "/")
+    timeout = attempt(lambda: _timeout(r), TIMEOUT)
+    if errors or private_key is None:
+        return None, errors
+    loaded = AlipayConfig(
         app_id=app_id,
         private_key=private_key,
         alipay_public_key=public_key,
-        sign_type=_choice(r, "SIGN_TYPE", SIGN_TYPE, {"RSA2": "RSA2", "RSA": "RSA"}),
-        charset=_choice(r, "CHARSET", CHARSET, _WIRE_CHARSETS),
-        scope=_choice(r, "SCOPE", SCOPE, {s: s for s in _SCOPES}),
+        sign_type=sign_type,
+        charset=charset,
+        scope=scope,
         sandbox=sandbox,
-        authorize_url=_url(r, "AUTHORIZE_URL", authorize_default) or authorize_default,
-        gateway_url=_url(r, "GATEWAY_URL", gateway_default) or gateway_default,
-        redirect_uri=_url(r, "REDIRECT_URI", None),
-        url_prefix=_url_prefix(r),
-        default_next=_default_next(r),
-        timeout=_timeout(r),
+        authorize_url=authorize_url or authorize_default,
+        gateway_url=gateway_url or gateway_default,
+        redirect_uri=redirect_uri,
+        url_prefix=url_prefix,
+        default_next=default_next,
+        timeout=timeout,
     )
+    return loaded, []
 
 
 def _app_id(r: _Reader) -> str:
@@ -173,14 +214,9 @@ def _private_key(r: _Reader) -> RSAPrivateKey:
         ) from None
 
 
-def _alipay_public_key(r: _Reader, private_key: RSAPrivateKey) -> RSAPublicKey | None:
+def _alipay_public_key(r: _Reader, private_key: RSAPrivateKey | None) -> RSAPublicKey | None:
     found = _text_or_file(r, "PUBLIC_KEY")
     if found is None:
-        log.warning(
-            "%s is not set: answers from Alipay cannot be verified. Paste "
-            "Alipay's public key (支付宝公钥) from the console.",
-            r.name("PUBLIC_KEY"),
-        )
         return None
     key_name, text = found
     try:
@@ -191,7 +227,7 @@ def _alipay_public_key(r: _Reader, private_key: RSAPrivateKey) -> RSAPublicKey |
             f"is not a usable RSA public key: {error}. Paste Alipay's public key "
             "(支付宝公钥) from the console.",
         ) from None
-    if same_public_key(key, private_key.public_key()):
+    if private_key is not None and same_public_key(key, private_key.public_key()):
         raise r.fail(
             key_name,
             "is your app public key (应用公钥), the public half of "
