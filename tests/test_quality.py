@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
     "command",
     [
         [sys.executable, "-m", "mypy", "--strict", "flask_alipay"],
-        [sys.executable, "-m", "ruff", "check", "flask_alipay", "tests"],
-        [sys.executable, "-m", "ruff", "format", "--check", "flask_alipay", "tests"],
+        [sys.executable, "-m", "ruff", "check", "flask_alipay", "tests", "demo"],
+        [sys.executable, "-m", "ruff", "format", "--check", "flask_alipay", "tests", "demo"],
     ],
     ids=["mypy", "ruff-check", "ruff-format"],
 )
