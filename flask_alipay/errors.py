@@ -39,10 +39,12 @@ HINTS: dict[str, str] = {
         "接口加签方式 (公钥 mode) in the console, or change ALIPAY_SIGN_TYPE."
     ),
     "isv.invalid-timestamp": (
-        "The gateway refused the timestamp. flask_alipay sends Beijing time "
+        "The gateway refused the timestamp (时间戳). flask_alipay sends Beijing time "
         "(UTC+8); check that this server's clock is right."
     ),
-    "isv.invalid-charset": ("The gateway refused the charset. Set ALIPAY_CHARSET to utf8 or gbk."),
+    "isv.invalid-charset": (
+        "The gateway refused the charset (字符集). Set ALIPAY_CHARSET to utf8 or gbk."
+    ),
     "isv.insufficient-isv-permissions": (
         "The 获取会员信息 (Get member information) product is not added or signed, "
         "or the app is not online. Add and sign it in the console, or set "

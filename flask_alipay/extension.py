@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,6 +20,10 @@ from .views import make_blueprint, render_error
 __all__ = ["AlipayLogin"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Set by ``flask alipay check`` while it loads the app, so that a broken config
+#: is reported in full by the check instead of stopping the app at init_app.
+DIAGNOSING: ContextVar[bool] = ContextVar("flask_alipay_diagnosing", default=False)
 
 
 @dataclass(frozen=True)
@@ -55,10 +60,15 @@ class AlipayLogin:
 
     def init_app(self, app: Flask) -> None:
         """Validate config, parse keys, register the blueprint; fail fast on mistakes."""
-        config = load_config(app.config, self.config_prefix)
-        _require_secret_key(app)
-        self._install(app, config)
         app.extensions[self.name] = self
+        try:
+            config = load_config(app.config, self.config_prefix)
+            _require_secret_key(app)
+        except AlipayConfigError:
+            if DIAGNOSING.get():
+                return  # `flask alipay check` reports every problem itself
+            raise
+        self._install(app, config)
         app.register_blueprint(make_blueprint(self, config.url_prefix))
         if not _has_handler(app, AlipayError):
             app.register_error_handler(AlipayError, lambda e: render_error(self, e))
@@ -152,11 +162,19 @@ class AlipayLogin:
 
 
 def _require_secret_key(app: Flask) -> None:
+    problem = secret_key_problem(app)
+    if problem:
+        raise AlipayConfigError(problem)
+
+
+def secret_key_problem(app: Flask) -> str | None:
+    """Why the session cannot hold pending sign-ins, or None."""
     if isinstance(app.session_interface, SecureCookieSessionInterface) and not app.secret_key:
-        raise AlipayConfigError(
+        return (
             "SECRET_KEY is not set: the sign-in state lives in Flask's signed "
             "session cookie. Set app.config['SECRET_KEY'] to a long random value."
         )
+    return None
 
 
 def _has_handler(app: Flask, exc_class: type[BaseException]) -> bool:

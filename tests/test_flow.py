@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -477,3 +478,20 @@ def test_one_gateway_session_per_app(site: Flask) -> None:
     sign_in(client)
     with site.app_context():
         assert alipay.gateway.http is first
+
+
+def test_failure_log_line_carries_the_hint(
+    client: FlaskClient, emulator: AlipayEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.inject("alipay.user.info.share", sub_code="isv.insufficient-isv-permissions")
+    with caplog.at_level(logging.WARNING, logger="flask_alipay"):
+        assert sign_in(client).status_code == 502
+    (line,) = [r.getMessage() for r in caplog.records if "sign-in failed" in r.getMessage()]
+    assert "isv.insufficient-isv-permissions" in line and "获取会员信息" in line
+
+
+def test_short_hint_outside_debug(client: FlaskClient, emulator: AlipayEmulator) -> None:
+    emulator.inject("alipay.user.info.share", sub_code="isv.insufficient-isv-permissions")
+    page = sign_in(client).get_data(as_text=True)
+    assert "获取会员信息" in page  # the first sentence names the product...
+    assert "ALIPAY_SCOPE" not in page  # ...the rest waits for debug mode

@@ -1,0 +1,200 @@
+"""What ``flask alipay check`` finds: every config problem with its fix, and a live probe.
+
+Alipay's console is where users lose days: the wrong key pasted in the wrong box,
+a callback Alipay refuses, an APPID from the sandbox.  Each finding says what to
+change, in English with the Chinese console term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+
+from .client import TOKEN_METHOD, Gateway
+from .config import ENDPOINTS, AlipayConfig, inspect_config
+from .errors import AlipayError
+
+if TYPE_CHECKING:
+    from .extension import AlipayLogin
+
+__all__ = ["Finding", "callback_url", "examine", "probe"]
+
+#: The auth code the live probe sends: wrong on purpose, so nothing is granted.
+PROBE_CODE = "flask-alipay-check-invalid-code"
+MIN_BITS = 2048
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the report: ``level`` is ``error``, ``warning`` or ``ok``."""
+
+    level: str
+    message: str
+    fix: str = ""
+
+
+def examine(app: Flask, ext: AlipayLogin) -> tuple[AlipayConfig | None, list[Finding]]:
+    """Check an app's settings without serving; (config when usable, findings)."""
+    from .extension import secret_key_problem
+
+    loaded, errors = inspect_config(app.config, ext.config_prefix)
+    findings = [Finding("error", str(error)) for error in errors]
+    problem = secret_key_problem(app)
+    if problem:
+        findings.append(Finding("error", problem))
+    if loaded is not None:
+        findings += _warnings(loaded, ext.config_prefix)
+        findings += _callback_warnings(callback_url(app, ext, loaded), ext.config_prefix)
+        if not any(f.level == "error" for f in findings):
+            findings.insert(0, Finding("ok", f"{ext.config_prefix}* settings load and keys parse."))
+    return loaded, findings
+
+
+def _warnings(cfg: AlipayConfig, prefix: str) -> list[Finding]:
+    found: list[Finding] = []
+    if cfg.private_key.key_size < MIN_BITS:
+        found.append(
+            Finding(
+                "warning",
+                f"{prefix}PRIVATE_KEY is {cfg.private_key.key_size} bits.",
+                "Alipay expects 2048-bit keys: make a new pair with `flask alipay keygen` "
+                "and upload its public key (应用公钥).",
+            )
+        )
+    if cfg.alipay_public_key is None:
+        found.append(
+            Finding(
+                "warning",
+                f"{prefix}PUBLIC_KEY is not set: Alipay's answers cannot be verified.",
+                "Paste Alipay's public key (支付宝公钥), shown in the console after you "
+                "upload your app public key.",
+            )
+        )
+    elif cfg.alipay_public_key.key_size < MIN_BITS:
+        found.append(
+            Finding(
+                "warning",
+                f"{prefix}PUBLIC_KEY is {cfg.alipay_public_key.key_size} bits.",
+                "Check that it is Alipay's public key (支付宝公钥) for RSA2.",
+            )
+        )
+    if cfg.sign_type == "RSA":
+        found.append(
+            Finding(
+                "warning",
+                f"{prefix}SIGN_TYPE is RSA, which signs with SHA-1.",
+                "Use RSA2 (SHA256withRSA): set the console's 接口加签方式 to RSA2 and "
+                f"{prefix}SIGN_TYPE=RSA2.",
+            )
+        )
+    production_gateway = cfg.gateway_url == ENDPOINTS[False][1]
+    if production_gateway and cfg.app_id.startswith("9021"):
+        found.append(
+            Finding(
+                "warning",
+                f"{prefix}APP_ID {cfg.app_id} looks like a sandbox (沙箱) APPID, but the "
+                "production gateway is configured.",
+                f"Set {prefix}SANDBOX=1, or use your production APPID.",
+            )
+        )
+    return found
+
+
+def callback_url(app: Flask, ext: AlipayLogin, cfg: AlipayConfig) -> str:
+    """The 授权回调地址 to register: the configured one, else what url_for will build."""
+    if cfg.redirect_uri:
+        return cfg.redirect_uri
+    root = (app.config.get("APPLICATION_ROOT") or "/").rstrip("/")
+    server = app.config.get("SERVER_NAME")
+    if not server:
+        # The host comes from each request; Alipay needs the https one.
+        return f"https://<your domain>{root}{cfg.url_prefix}/callback"
+    scheme = app.config.get("PREFERRED_URL_SCHEME") or "http"
+    return f"{scheme}://{server}{root}{cfg.url_prefix}/callback"
+
+
+def _callback_warnings(url: str, prefix: str) -> list[Finding]:
+    parts = urlsplit(url)
+    found: list[Finding] = []
+    if parts.scheme == "http":
+        found.append(
+            Finding(
+                "warning",
+                f"The callback URL {url} is http://: Alipay wants https.",
+                f"Behind a TLS proxy use ProxyFix, or set {prefix}REDIRECT_URI to the https URL.",
+            )
+        )
+    if parts.hostname in ("localhost", "127.0.0.1", "::1"):
+        found.append(
+            Finding(
+                "warning",
+                f"The callback URL {url} is on {parts.hostname}: Alipay refuses it as a "
+                "授权回调地址.",
+                "Use the emulator locally, or a tunnel to a public https hostname and "
+                f"{prefix}REDIRECT_URI.",
+            )
+        )
+    return found
+
+
+#: What each answer to the probe means.
+_PROBE_VERDICTS: dict[str, Finding] = {
+    "isv.code-invalid": Finding(
+        "ok",
+        "Live: Alipay accepted the APPID, the key and the signature "
+        "(isv.code-invalid, as intended).",
+    ),
+    "isv.invalid-signature": Finding(
+        "error",
+        "Live: isv.invalid-signature. The private key does not match the app public key "
+        "(应用公钥) uploaded to Alipay.",
+        "Upload the public half of ALIPAY_PRIVATE_KEY (`flask alipay keygen` prints it for new "
+        "keys), or set the private key that belongs to the uploaded one.",
+    ),
+    "isv.invalid-app-id": Finding(
+        "error",
+        "Live: isv.invalid-app-id. The APPID is wrong or not online, or a sandbox APPID meets "
+        "the production gateway (or the reverse).",
+        "Check ALIPAY_APP_ID and ALIPAY_SANDBOX.",
+    ),
+    "isv.missing-signature-config": Finding(
+        "error",
+        "Live: isv.missing-signature-config. No app public key is uploaded for this sign type.",
+        "In the console set 接口加签方式 to 公钥 and paste your app public key (应用公钥).",
+    ),
+}
+
+
+def probe(cfg: AlipayConfig) -> Finding:
+    """One signed token call with a wrong code: the answer tells which setting is off."""
+    gateway = Gateway(cfg)
+    try:
+        gateway.call(TOKEN_METHOD, {"grant_type": "authorization_code", "code": PROBE_CODE})
+    except AlipayError as error:
+        return _verdict(error)
+    finally:
+        gateway.http.close()
+    return Finding("error", "Live: Alipay granted a token for a made-up code. Is this Alipay?")
+
+
+def _verdict(error: AlipayError) -> Finding:
+    if error.sub_code in _PROBE_VERDICTS:
+        return _PROBE_VERDICTS[error.sub_code]
+    if error.reason == "signature":
+        return Finding(
+            "error",
+            "Live: Alipay's answer did not verify: ALIPAY_PUBLIC_KEY is wrong.",
+            "Paste Alipay's public key (支付宝公钥) from the console, not your app public key.",
+        )
+    detail = f"{error.sub_code}: {error.sub_msg or ''}" if error.sub_code else error.message
+    return Finding("error", f"Live: {detail}", error.hint)
+
+
+def summary(findings: list[Finding]) -> dict[str, Any]:
+    """Counts by level, for the last line of the report."""
+    return {
+        level: sum(1 for f in findings if f.level == level) for level in ("error", "warning", "ok")
+    }
