@@ -3,7 +3,7 @@
 from .errors import AlipayConfigError, AlipayError
 from .extension import AlipayLogin
 from .identity import AlipayUser, current_alipay_user, login_required
-from .signals import login_failed, user_logged_in, user_logged_out
+from .signals import login_failed, token_refreshed, user_logged_in, user_logged_out
 
 __version__ = "0.1.0"
 
@@ -15,6 +15,7 @@ __all__ = [
     "current_alipay_user",
     "login_failed",
     "login_required",
+    "token_refreshed",
     "user_logged_in",
     "user_logged_out",
 ]

@@ -28,6 +28,7 @@ from authlib.common.urls import add_params_to_uri, url_decode
 from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App
 from authlib.integrations.requests_client.oauth2_session import OAuth2ClientAuth
 from authlib.oauth2.client import OAuth2Client
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from flask import request, session
 from flask.sessions import SessionMixin
 
@@ -35,6 +36,7 @@ from .config import AlipayConfig
 from .errors import AlipayError, redact
 from .signing import (
     AnswerFormatError,
+    SignedAnswer,
     parse_answer,
     sign_text,
     string_to_sign,
@@ -164,6 +166,9 @@ class Gateway:
         }
         if auth_token:
             common["auth_token"] = auth_token
+        if cfg.app_cert_sn and cfg.alipay_root_cert_sn:
+            common["app_cert_sn"] = cfg.app_cert_sn
+            common["alipay_root_cert_sn"] = cfg.alipay_root_cert_sn
         text = string_to_sign({**business, **common})
         if log.isEnabledFor(logging.DEBUG):
             log.debug("string to sign for %s: %s", method, redact(text))
@@ -207,20 +212,35 @@ class Gateway:
         is_error = answer.node == "error_response" or (
             "code" in data and str(data["code"]) != "10000"
         )
-        self._check_signature(answer.content, answer.sign, required=not is_error)
+        if answer.sign or not is_error:
+            self._check_signature(answer)
         if is_error:
             raise _alipay_error(data)
         return data
 
-    def _check_signature(self, content: bytes, sign: str, *, required: bool) -> None:
-        key = self.config.alipay_public_key
+    def _verifying_key(self, answer: SignedAnswer) -> RSAPublicKey | None:
+        """Alipay's public key, or in certificate mode the certificate the answer names."""
+        cfg = self.config
+        if not cfg.cert_mode:
+            return cfg.alipay_public_key
+        if not answer.cert_sn:
+            raise AlipayError("Alipay's answer names no alipay_cert_sn.", reason="signature")
+        key = cfg.alipay_certs.get(answer.cert_sn)
+        if key is None:
+            raise AlipayError(
+                f"Alipay's answer is signed with certificate {answer.cert_sn[:40]}, "
+                "which ALIPAY_ALIPAY_CERT does not hold.",
+                reason="cert_rotated",
+            )
+        return key
+
+    def _check_signature(self, answer: SignedAnswer) -> None:
+        key = self._verifying_key(answer)
         if key is None:
             return
-        if not sign:
-            if required:
-                raise AlipayError("Alipay's answer is not signed.", reason="signature")
-            return
-        if not verify_signature(content, sign, key, self.config.sign_type):
+        if not answer.sign:
+            raise AlipayError("Alipay's answer is not signed.", reason="signature")
+        if not verify_signature(answer.content, answer.sign, key, self.config.sign_type):
             raise AlipayError(
                 "Alipay's answer did not verify with ALIPAY_PUBLIC_KEY.",
                 reason="signature",

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
+from .certs import CertificateError, leaf_certificates, root_cert_sn
 from .errors import AlipayConfigError
 from .keys import KeyFormatError, load_private_key, load_public_key, same_public_key
 from .redirects import safe_next
@@ -66,6 +67,14 @@ class AlipayConfig:
     url_prefix: str
     default_next: str
     timeout: float
+    #: Certificate mode (公钥证书): our SNs, and Alipay's certificate keys by SN.
+    app_cert_sn: str | None = None
+    alipay_root_cert_sn: str | None = None
+    alipay_certs: Mapping[str, RSAPublicKey] = field(default_factory=dict)
+
+    @property
+    def cert_mode(self) -> bool:
+        return self.app_cert_sn is not None
 
     def __repr__(self) -> str:
         # Never let a key object's repr near a log line.
@@ -99,7 +108,7 @@ def load_config(config: Mapping[str, Any], prefix: str = "ALIPAY_") -> AlipayCon
     loaded, errors = inspect_config(config, prefix)
     if loaded is None:
         raise errors[0]
-    if loaded.alipay_public_key is None:
+    if loaded.alipay_public_key is None and not loaded.cert_mode:
         log.warning(
             "%s is not set: answers from Alipay cannot be verified. Paste "
             "Alipay's public key (支付宝公钥) from the console.",
@@ -124,7 +133,8 @@ def inspect_config(
 
     app_id = attempt(lambda: _app_id(r), "")
     private_key = attempt(lambda: _private_key(r), None)
-    public_key = attempt(lambda: _alipay_public_key(r, private_key), None)
+    certificates = attempt(lambda: _certificates(r, private_key), None)
+    public_key = None if certificates else attempt(lambda: _alipay_public_key(r, private_key), None)
     sandbox = attempt(lambda: _flag(r, "SANDBOX"), False)
     authorize_default, gateway_default = ENDPOINTS[sandbox]
     sign_type = attempt(
@@ -154,6 +164,7 @@ def inspect_config(
         url_prefix=url_prefix,
         default_next=default_next,
         timeout=timeout,
+        **(certificates or {}),
     )
     return loaded, []
 
@@ -235,6 +246,69 @@ def _alipay_public_key(r: _Reader, private_key: RSAPrivateKey | None) -> RSAPubl
             "from the console instead.",
         )
     return key
+
+
+_CERT_KEYS = ("APP_CERT", "ALIPAY_CERT", "ROOT_CERT")
+_CERT_FILES = {
+    "APP_CERT": "appCertPublicKey_<APPID>.crt",
+    "ALIPAY_CERT": "alipayCertPublicKey_RSA2.crt",
+    "ROOT_CERT": "alipayRootCert.crt",
+}
+
+
+def _certificates(r: _Reader, private_key: RSAPrivateKey | None) -> dict[str, Any] | None:
+    """Certificate mode, switched on by any of the three certificate keys."""
+    texts = {key: _cert_text(r, key) for key in _CERT_KEYS}
+    if not any(texts.values()):
+        return None
+    present = {key: text for key, text in texts.items() if text}
+    for key in _CERT_KEYS:
+        if key not in present:
+            raise r.fail(
+                key,
+                f"is required in certificate mode (公钥证书): set it to the path or PEM "
+                f"text of {_CERT_FILES[key]} from the Alipay console.",
+            )
+    try:
+        app_leaf = leaf_certificates(present["APP_CERT"])[0]
+    except CertificateError as error:
+        raise r.fail("APP_CERT", f"is not a usable certificate: {error}.") from None
+    if private_key is not None and not same_public_key(
+        app_leaf.public_key, private_key.public_key()
+    ):
+        raise r.fail(
+            "APP_CERT",
+            f"does not carry the public half of {r.name('PRIVATE_KEY')}: use the "
+            "appCertPublicKey_<APPID>.crt issued for this private key.",
+        )
+    try:
+        alipay_leaves = leaf_certificates(present["ALIPAY_CERT"])
+    except CertificateError as error:
+        raise r.fail("ALIPAY_CERT", f"is not a usable certificate: {error}.") from None
+    try:
+        root_sn = root_cert_sn(present["ROOT_CERT"])
+    except CertificateError as error:
+        raise r.fail("ROOT_CERT", f"is not a usable certificate bundle: {error}.") from None
+    return {
+        "app_cert_sn": app_leaf.sn,
+        "alipay_root_cert_sn": root_sn,
+        "alipay_certs": {leaf.sn: leaf.public_key for leaf in alipay_leaves},
+    }
+
+
+def _cert_text(r: _Reader, key: str) -> str | None:
+    """A certificate setting is a path or the PEM text itself."""
+    value = r.get(key)
+    if not value:
+        return None
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    if "-----BEGIN" in text:
+        return text
+    try:
+        with open(os.fspath(text.strip()), "rb") as handle:
+            return handle.read().decode("ascii", "replace")
+    except OSError as error:
+        raise r.fail(key, f"names a file that cannot be read ({error.strerror}): {text}") from None
 
 
 def _choice(r: _Reader, key: str, default: str, allowed: Mapping[str, str]) -> str:

@@ -92,6 +92,10 @@ REASON_HINTS: dict[str, str] = {
         "Alipay's answer did not verify. ALIPAY_PUBLIC_KEY must be Alipay's "
         "public key (支付宝公钥) from the console, not your app public key."
     ),
+    "cert_rotated": (
+        "Alipay rotated its certificate (支付宝公钥证书): download the new "
+        "alipayCertPublicKey_RSA2.crt from the console and update ALIPAY_ALIPAY_CERT."
+    ),
     "malformed": "Alipay's answer was not in the expected shape. Try again later.",
     "unreachable": (
         "The Alipay gateway could not be reached. Check ALIPAY_GATEWAY_URL and "

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from .client import USER_INFO_METHOD, AlipayOAuth2App, Gateway
 from .config import AlipayConfig, load_config
 from .errors import AlipayConfigError, AlipayError
 from .identity import AlipayUser, guard
+from .signals import token_refreshed
 from .views import make_blueprint, render_error
 
 __all__ = ["AlipayLogin"]
@@ -143,22 +145,65 @@ class AlipayLogin:
         """The user behind a fresh token: the profile for auth_user, the ids for auth_base."""
         ids = {k: token[k] for k in ("user_id", "open_id", "union_id") if token.get(k)}
         if self.config.scope == "auth_base":
-            fields: dict[str, Any] = ids
-        else:
-            profile = self.gateway.call(USER_INFO_METHOD, auth_token=token["access_token"])
-            for name in ("user_id", "open_id"):
-                if ids.get(name) and profile.get(name) and str(profile[name]) != ids[name]:
-                    raise AlipayError(
-                        "Alipay's profile belongs to another user than the token.",
-                        reason="malformed",
-                    )
-            fields = {**ids, **profile}
-        try:
-            return AlipayUser(fields)
-        except ValueError:
-            raise AlipayError(
-                "Alipay's answer has neither open_id nor user_id.", reason="malformed"
-            ) from None
+            return _user(ids)
+        profile = self.fetch_profile(token["access_token"])
+        for name in ("user_id", "open_id"):
+            if ids.get(name) and profile.get(name) and profile[name] != ids[name]:
+                raise AlipayError(
+                    "Alipay's profile belongs to another user than the token.",
+                    reason="malformed",
+                )
+        return _user({**ids, **profile})
+
+    # Calls after sign-in: need an app context, not a request --------------
+
+    def call(
+        self,
+        method: str,
+        biz_content: Mapping[str, Any] | str | None = None,
+        *,
+        auth_token: str | None = None,
+        **params: str,
+    ) -> dict[str, Any]:
+        """A signed, verified call of any gateway method; returns the answer's node.
+
+        ``biz_content`` (a dict is sent as compact JSON) and ``params`` go in the
+        body; ``auth_token`` rides with the common parameters.  Raises AlipayError.
+        """
+        business = dict(params)
+        if biz_content is not None:
+            business["biz_content"] = (
+                biz_content
+                if isinstance(biz_content, str)
+                else json.dumps(biz_content, ensure_ascii=False, separators=(",", ":"))
+            )
+        return self.gateway.call(method, business, auth_token=auth_token)
+
+    def fetch_profile(self, access_token: str) -> AlipayUser:
+        """``alipay.user.info.share`` for a token from an ``auth_user`` sign-in."""
+        return _user(self.call(USER_INFO_METHOD, auth_token=access_token))
+
+    def refresh_token(self, refresh_token: str) -> dict[str, Any]:
+        """Trade a refresh token for a new verified token; sends ``token_refreshed``."""
+        cfg = self.config
+        with self.oauth._get_oauth_client() as client:
+            token = dict(
+                client.refresh_token(
+                    cfg.gateway_url, refresh_token=refresh_token, timeout=cfg.timeout
+                )
+            )
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        token_refreshed.send(app, token=token, name=self.name)
+        return token
+
+
+def _user(fields: Mapping[str, Any]) -> AlipayUser:
+    try:
+        return AlipayUser(fields)
+    except ValueError:
+        raise AlipayError(
+            "Alipay's answer has neither open_id nor user_id.", reason="malformed"
+        ) from None
 
 
 def _require_secret_key(app: Flask) -> None:

@@ -91,10 +91,10 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
                 error.message,
                 error.hint,
             )
-            login_failed.send(app, error=error)
+            login_failed.send(app, error=error, name=ext.name)
             raise
         ext.remember(user)
-        for _receiver, result in user_logged_in.send(app, user=user, token=token):
+        for _receiver, result in user_logged_in.send(app, user=user, token=token, name=ext.name):
             if isinstance(result, Response):
                 return result
         return redirect(str(state_data.get("next") or ext.config.default_next))
@@ -103,7 +103,8 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
     def logout() -> ResponseReturnValue:
         user = ext.forget()
         if user is not None:
-            user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            user_logged_out.send(app, user=user, name=ext.name)
         next_url = safe_next(request.values.get("next")) or ext.config.default_next
         return redirect(next_url)
 
