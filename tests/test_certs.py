@@ -1,0 +1,125 @@
+"""Certificate mode: SNs against the public vectors, and the config keys."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import VECTORS, pem_private
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from flask_alipay import AlipayConfigError
+from flask_alipay.certs import (
+    CertificateError,
+    cert_sn,
+    leaf_certificates,
+    pem_blocks,
+    root_cert_sn,
+)
+from flask_alipay.config import load_config
+
+
+def vector_sn(vectors: dict[str, Any], kind: str) -> tuple[str, str]:
+    (entry,) = [v for v in vectors["certificate_sn"] if v["kind"].startswith(kind)]
+    return (VECTORS / entry["file"]).read_text(), entry["expected"]
+
+
+def test_app_cert_sn_vector(vectors: dict[str, Any]) -> None:
+    text, expected = vector_sn(vectors, "app_cert_sn")
+    assert cert_sn(pem_blocks(text)[0]) == expected
+    assert leaf_certificates(text)[0].sn == expected
+
+
+def test_alipay_cert_sn_vector(vectors: dict[str, Any]) -> None:
+    text, expected = vector_sn(vectors, "alipay_cert_sn")
+    (leaf,) = leaf_certificates(text)
+    assert leaf.sn == expected and leaf.public_key.key_size == 2048
+
+
+def test_root_cert_sn_vector_without_warnings(vectors: dict[str, Any]) -> None:
+    text, expected = vector_sn(vectors, "alipay_root_cert_sn")
+    assert len(pem_blocks(text)) == 4  # two RSA-signed, two ECC-signed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the iTrusChina NULL parameter must not matter
+        assert root_cert_sn(text) == expected
+
+
+def test_literal_backslash_n_pem_text(vectors: dict[str, Any]) -> None:
+    text, expected = vector_sn(vectors, "app_cert_sn")
+    assert leaf_certificates(text.strip().replace("\n", "\\n"))[0].sn == expected
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "no PEM CERTIFICATE block"),
+        ("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----", "not valid base64"),
+        ("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----", "truncated"),
+    ],
+)
+def test_broken_certificates(text: str, message: str) -> None:
+    with pytest.raises(CertificateError, match=message):
+        root_cert_sn(text)
+
+
+def cert_config(app_key: rsa.RSAPrivateKey, **changes: Any) -> dict[str, Any]:
+    config = {
+        "ALIPAY_APP_ID": "2021001161683774",
+        "ALIPAY_PRIVATE_KEY": pem_private(app_key),
+        "ALIPAY_APP_CERT": str(VECTORS / "appCertPublicKey_2021001161683774.crt"),
+        "ALIPAY_ALIPAY_CERT": (VECTORS / "alipayCertPublicKey_RSA2.crt").read_text(),
+        "ALIPAY_ROOT_CERT": str(VECTORS / "alipayRootCert.crt"),
+    }
+    config.update(changes)
+    return {k: v for k, v in config.items() if v is not None}
+
+
+def test_app_cert_must_carry_our_public_key(app_key: rsa.RSAPrivateKey) -> None:
+    with pytest.raises(AlipayConfigError, match="ALIPAY_APP_CERT does not carry the public half"):
+        load_config(cert_config(app_key))
+
+
+@pytest.mark.parametrize("missing", ["ALIPAY_APP_CERT", "ALIPAY_ALIPAY_CERT", "ALIPAY_ROOT_CERT"])
+def test_certificate_mode_needs_all_three(app_key: rsa.RSAPrivateKey, missing: str) -> None:
+    with pytest.raises(AlipayConfigError, match=f"{missing} is required in certificate mode"):
+        load_config(cert_config(app_key, **{missing: None}))
+
+
+def test_unreadable_and_broken_certificate_settings(
+    app_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> None:
+    with pytest.raises(AlipayConfigError, match="ALIPAY_ROOT_CERT names a file that cannot"):
+        load_config(cert_config(app_key, ALIPAY_ROOT_CERT=str(tmp_path / "nope.crt")))
+    broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
+    own = self_signed(app_key)
+    with pytest.raises(AlipayConfigError, match="ALIPAY_ALIPAY_CERT is not a usable certificate"):
+        load_config(cert_config(app_key, ALIPAY_APP_CERT=own, ALIPAY_ALIPAY_CERT=broken))
+    loaded = load_config(cert_config(app_key, ALIPAY_APP_CERT=own))
+    assert loaded.cert_mode and loaded.alipay_public_key is None
+    assert loaded.app_cert_sn == leaf_certificates(own)[0].sn
+    assert list(loaded.alipay_certs) == ["7513daaaa48aa3ba2e4018d84402479c"]
+    assert loaded.alipay_root_cert_sn == (
+        "687b59193f3f462dd5336e5abf83c5d8_02941eef3187dddf3d3b83462e1dfcf6"
+    )
+
+
+def self_signed(key: rsa.RSAPrivateKey) -> str:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "2021001161683774")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
