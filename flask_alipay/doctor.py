@@ -40,8 +40,17 @@ def examine(app: Flask, ext: AlipayLogin) -> tuple[AlipayConfig | None, list[Fin
     """Check an app's settings without serving; (config when usable, findings)."""
     from .extension import secret_key_problem
 
-    loaded, errors = inspect_config(app.config, ext.config_prefix)
+    prefix = ext.config_prefix
+    loaded, errors = inspect_config(app.config, prefix)
     findings = [Finding("error", str(error)) for error in errors]
+    if loaded is not None and loaded.cert_mode and app.config.get(prefix + "PUBLIC_KEY"):
+        findings.append(
+            Finding(
+                "warning",
+                f"{prefix}PUBLIC_KEY is ignored in certificate mode.",
+                f"Answers are verified with {prefix}ALIPAY_CERT; remove {prefix}PUBLIC_KEY.",
+            )
+        )
     problem = secret_key_problem(app)
     if problem:
         findings.append(Finding("error", problem))
@@ -64,7 +73,9 @@ def _warnings(cfg: AlipayConfig, prefix: str) -> list[Finding]:
                 "and upload its public key (应用公钥).",
             )
         )
-    if cfg.alipay_public_key is None:
+    if cfg.cert_mode:
+        found += _certificate_findings(cfg, prefix)
+    elif cfg.alipay_public_key is None:
         found.append(
             Finding(
                 "warning",
@@ -100,6 +111,20 @@ def _warnings(cfg: AlipayConfig, prefix: str) -> list[Finding]:
                 f"Set {prefix}SANDBOX=1, or use your production APPID.",
             )
         )
+    return found
+
+
+def _certificate_findings(cfg: AlipayConfig, prefix: str) -> list[Finding]:
+    sns = ", ".join(cfg.alipay_certs)
+    found = [
+        Finding(
+            "ok",
+            f"Certificate mode (公钥证书): app_cert_sn {cfg.app_cert_sn}, "
+            f"alipay_root_cert_sn {cfg.alipay_root_cert_sn}, Alipay certificate SN {sns}.",
+        )
+    ]
+    if any(cfg.alipay_certs[sn].key_size < MIN_BITS for sn in cfg.alipay_certs):
+        found.append(Finding("warning", f"{prefix}ALIPAY_CERT carries a key under 2048 bits."))
     return found
 
 

@@ -12,9 +12,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from flask_alipay.keys import KeyFormatError, load_public_key
-from flask_alipay.testing.emulator import AlipayEmulator
+from flask_alipay.testing.emulator import CERT_SETTINGS, AlipayEmulator
 
-__all__ = ["emulator_command"]
+__all__ = ["DEFAULT_CERT_DIR", "emulator_command"]
+
+#: Where ``--cert-mode`` writes its throwaway certificates, under the current folder.
+DEFAULT_CERT_DIR = "alipay-emulator-certs"
 
 
 def _app_public_key(value: str) -> RSAPublicKey:
@@ -31,6 +34,15 @@ def _app_public_key(value: str) -> RSAPublicKey:
         raise click.BadParameter(f"not an RSA public key ({error})") from None
 
 
+def _write_certs(emulator: AlipayEmulator, directory: Path) -> dict[str, Path]:
+    """The certificate files, written before listening so a bad folder fails early."""
+    try:
+        return emulator.write_cert_files(directory.expanduser().resolve())
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise click.ClickException(f"cannot write certificates to {directory}: {reason}") from None
+
+
 @click.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free).")
@@ -44,13 +56,34 @@ def _app_public_key(value: str) -> RSAPublicKey:
 @click.option(
     "--auto-approve", is_flag=True, help="Skip the consent page and sign in the default user."
 )
+@click.option(
+    "--cert-mode",
+    is_flag=True,
+    help="Certificate mode (公钥证书): make throwaway certificates, demand app_cert_sn and "
+    "alipay_root_cert_sn, answer with alipay_cert_sn.",
+)
+@click.option(
+    "--cert-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help=f"Where --cert-mode writes its certificate files (created if missing; earlier "
+    f"emulator files there are overwritten).  [default: ./{DEFAULT_CERT_DIR}]",
+)
 def emulator_command(
-    host: str, port: int, app_id: str, app_public_key: str | None, auto_approve: bool
+    host: str,
+    port: int,
+    app_id: str,
+    app_public_key: str | None,
+    auto_approve: bool,
+    cert_mode: bool,
+    cert_dir: Path | None,
 ) -> None:
     """Run a local Alipay (authorize page and gateway) for development and tests.
 
     Prints the ALIPAY_* settings that point an app at it; no account, no network.
     """
+    if cert_dir is not None and not cert_mode:
+        raise click.UsageError("--cert-dir is for certificate mode: add --cert-mode")
     private_line = None
     if app_public_key:
         public_key = _app_public_key(app_public_key)
@@ -63,13 +96,21 @@ def emulator_command(
             serialization.NoEncryption(),
         )
         private_line = "ALIPAY_PRIVATE_KEY=" + base64.b64encode(der).decode("ascii")
-    emulator = AlipayEmulator(app_id=app_id, app_public_key=public_key, auto_approve=auto_approve)
+    emulator = AlipayEmulator(
+        app_id=app_id, app_public_key=public_key, auto_approve=auto_approve, cert_mode=cert_mode
+    )
+    cert_paths = _write_certs(emulator, cert_dir or Path(DEFAULT_CERT_DIR)) if cert_mode else {}
     try:
         server = emulator.start(host=host, port=port, quiet=False)
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from None
     click.echo("# Point your app at the Alipay emulator with these settings:")
-    for name, value in emulator.config().items():
+    settings = emulator.config()
+    if cert_mode:
+        # File paths, not the PEM text config() gives: one setting per line.
+        settings = {name: value for name, value in settings.items() if name not in CERT_SETTINGS}
+        settings.update({name: str(path) for name, path in cert_paths.items()})
+    for name, value in settings.items():
         click.echo(f"{name}={value}")
     if private_line:
         click.echo("# A throwaway app key made for this run (not a secret):")

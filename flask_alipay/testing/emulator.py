@@ -26,14 +26,20 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import NameOID
 from flask import Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from flask_alipay.certs import cert_sn, root_cert_sn
 from flask_alipay.keys import load_public_key, public_key_base64
 from flask_alipay.signing import SIGN_TYPES, sign_text, string_to_sign, verify_signature
 
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTHORIZE_PATH",
     "AUTO",
+    "CERT_SETTINGS",
     "GATEWAY_PATH",
     "AlipayEmulator",
     "EmulatedUser",
@@ -418,6 +425,152 @@ class EmulatorServer:
         self.stop()
 
 
+# -- certificate mode: a throwaway PKI laid out like Alipay's ------------------
+
+#: The ``ALIPAY_*`` settings that name certificates, in the order they are written.
+CERT_SETTINGS = ("ALIPAY_APP_CERT", "ALIPAY_ALIPAY_CERT", "ALIPAY_ROOT_CERT")
+#: A made-up Alipay partner id (2088...) for the certificates' subjects.
+_PARTNER_ID = "2088000000000000"
+_CA_ORG = "Flask-Alipay-Login"
+_CA_UNIT = "Alipay Emulator"
+_CA_DAYS = 3650
+_LEAF_DAYS = 365
+#: Certificates start a little in the past, so a slow clock elsewhere still accepts them.
+_BACKDATE = timedelta(minutes=5)
+
+
+def _x509_name(common_name: str, unit: str, organization: str) -> x509.Name:
+    """A name in ASN.1 order (C first), so RFC 4514 reads ``CN=…,OU=…,O=…,C=CN`` as Alipay's."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _ca_name(common_name: str) -> x509.Name:
+    return _x509_name(common_name, _CA_UNIT, _CA_ORG)
+
+
+@dataclass(frozen=True)
+class _Issued:
+    """A certificate with the two forms the emulator hands out: PEM text and Alipay's SN."""
+
+    cert: x509.Certificate
+    pem: str
+    sn: str
+
+    @classmethod
+    def of(cls, cert: x509.Certificate) -> _Issued:
+        der = cert.public_bytes(serialization.Encoding.DER)
+        pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        return cls(cert=cert, pem=pem, sn=cert_sn(der))
+
+
+def _issue(
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer: x509.Name,
+    issuer_key: RSAPrivateKey | EllipticCurvePrivateKey,
+    *,
+    days: int,
+    ca: bool | None,
+) -> _Issued:
+    """One certificate signed with SHA-256 (RSA or ECDSA, after the issuer's key).
+
+    ``ca`` None leaves BasicConstraints out, as on Alipay's own certificate.
+    """
+    now = datetime.now(timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+    if ca is not None:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=ca, path_length=None), critical=True
+        )
+    builder = builder.add_extension(
+        x509.KeyUsage(
+            digital_signature=not ca,
+            content_commitment=not ca,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=bool(ca),
+            crl_sign=bool(ca),
+            encipher_only=False,
+            decipher_only=False,
+        ),
+        critical=True,
+    )
+    return _Issued.of(builder.sign(issuer_key, hashes.SHA256()))
+
+
+class _Pki:
+    """Alipay's certificate layout in miniature.
+
+    An RSA root and an ECC root make the root bundle (only the RSA one counts
+    in ``alipay_root_cert_sn``); an RSA intermediate outside the bundle signs
+    the Alipay certificate and every app certificate, as Ant Financial's
+    "Class 2 R1" CA does.
+    """
+
+    def __init__(self, alipay_key: RSAPublicKey) -> None:
+        root_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        root_name = _ca_name("Emulated Alipay Root CA")
+        self.root = _issue(
+            root_name, root_key.public_key(), root_name, root_key, days=_CA_DAYS, ca=True
+        )
+        ec_key = ec.generate_private_key(ec.SECP256R1())
+        ec_name = _ca_name("Emulated Alipay ECC Root CA")
+        self.ec_root = _issue(ec_name, ec_key.public_key(), ec_name, ec_key, days=_CA_DAYS, ca=True)
+        self._intermediate_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.intermediate = _issue(
+            _ca_name("Emulated Ant Financial Certification Authority Class 2 R1"),
+            self._intermediate_key.public_key(),
+            root_name,
+            root_key,
+            days=_CA_DAYS,
+            ca=True,
+        )
+        self.root_bundle = self.root.pem + self.ec_root.pem
+        self.root_sn = root_cert_sn(self.root_bundle)
+        self.alipay = self.issue_alipay(alipay_key)
+
+    def issue_alipay(self, public_key: RSAPublicKey) -> _Issued:
+        """Alipay's certificate: no BasicConstraints at all, like the real one."""
+        subject = _x509_name(f"支付宝(中国)网络技术有限公司-{_PARTNER_ID}", "Alipay", _CA_ORG)
+        return self._issue_leaf(subject, public_key, ca=None)
+
+    def issue_app(self, app_id: str, public_key: RSAPublicKey) -> _Issued:
+        """An app's certificate (``appCertPublicKey_<APPID>.crt``): a leaf with ca=False."""
+        subject = _x509_name(f"{_PARTNER_ID}-{app_id}", "Alipay", _CA_ORG)
+        return self._issue_leaf(subject, public_key, ca=False)
+
+    def _issue_leaf(self, subject: x509.Name, public_key: RSAPublicKey, ca: bool | None) -> _Issued:
+        return _issue(
+            subject,
+            public_key,
+            self.intermediate.cert.subject,
+            self._intermediate_key,
+            days=_LEAF_DAYS,
+            ca=ca,
+        )
+
+
+def _same_key(a: RSAPublicKey, b: RSAPublicKey) -> bool:
+    return a.public_numbers() == b.public_numbers()
+
+
 class AlipayEmulator:
     """Alipay's authorize page and gateway, played by the protocol, for tests.
 
@@ -427,6 +580,11 @@ class AlipayEmulator:
         emulator = AlipayEmulator(app_public_key=app_key.public_key())
         with emulator.serve():
             app.config.update(emulator.config())
+
+    With ``cert_mode=True`` it plays an app in certificate mode (公钥证书): it
+    makes a throwaway PKI laid out like Alipay's, demands ``app_cert_sn`` and
+    ``alipay_root_cert_sn`` on every gateway call, and answers with
+    ``alipay_cert_sn``; :meth:`config` then gives certificates, not a key.
     """
 
     def __init__(
@@ -442,6 +600,7 @@ class AlipayEmulator:
         expires_as_string: bool = False,
         sign_unescaped_slashes: bool = False,
         timestamp_tolerance: float = 600,
+        cert_mode: bool = False,
     ) -> None:
         self.app_id = app_id
         self.auto_approve = auto_approve
@@ -465,6 +624,8 @@ class AlipayEmulator:
         self._refresh_tokens: dict[str, _Grant] = {}
         self.server: EmulatorServer | None = None
         self._pointed: dict[tuple[int, str], tuple[Flask, Any, Any]] = {}
+        self._pki = _Pki(self._private_key.public_key()) if cert_mode else None
+        self._app_certs: dict[str, _Issued] = {}
         self.register_app(app_id, app_public_key)
         self.default_user = self.add_user(
             "default",
@@ -493,15 +654,115 @@ class AlipayEmulator:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode("ascii")
 
+    # -- certificates (cert_mode=True) ----------------------------------------
+
+    @property
+    def cert_mode(self) -> bool:
+        """Whether apps talk to this emulator in certificate mode (公钥证书)."""
+        return self._pki is not None
+
+    def _certs(self) -> _Pki:
+        if self._pki is None:
+            raise RuntimeError(
+                "the emulator is in public-key mode and has no certificates: "
+                "make it with AlipayEmulator(cert_mode=True)"
+            )
+        return self._pki
+
+    @property
+    def root_cert_pem(self) -> str:
+        """``alipayRootCert.crt``: an RSA root, then an ECC root that must not count in the SN."""
+        return self._certs().root_bundle
+
+    @property
+    def alipay_cert_pem(self) -> str:
+        """``alipayCertPublicKey_RSA2.crt``: the intermediate CA first, then Alipay's own
+        certificate, so a reader has to pick the one that is not a CA."""
+        pki = self._certs()
+        with self._lock:
+            return pki.intermediate.pem + pki.alipay.pem
+
+    def app_cert_pem(self, app_id: str | None = None) -> str:
+        """``appCertPublicKey_<APPID>.crt``: the certificate Alipay issued for the app's key."""
+        return self._app_cert(app_id).pem
+
+    @property
+    def alipay_cert_sn(self) -> str:
+        """The SN answers carry in ``alipay_cert_sn``; it changes on :meth:`rotate_alipay_cert`."""
+        pki = self._certs()
+        with self._lock:
+            return pki.alipay.sn
+
+    @property
+    def root_cert_sn(self) -> str:
+        """What the gateway expects in ``alipay_root_cert_sn`` (the RSA root's SN only)."""
+        return self._certs().root_sn
+
+    def app_cert_sn(self, app_id: str | None = None) -> str:
+        """What the gateway expects in ``app_cert_sn`` from this APPID."""
+        return self._app_cert(app_id).sn
+
+    def _app_cert(self, app_id: str | None) -> _Issued:
+        self._certs()
+        app_id = app_id or self.app_id
+        with self._lock:
+            issued = self._app_certs.get(app_id)
+        if issued is None:
+            raise KeyError(f"no app certificate for APPID {app_id!r}: register_app() it with a key")
+        return issued
+
+    def write_cert_files(self, directory: str | Path, app_id: str | None = None) -> dict[str, Path]:
+        """Write the three files an app in certificate mode is configured with, under
+        Alipay's file names; return the settings naming them (absolute paths)."""
+        app_id = app_id or self.app_id
+        files = {
+            "ALIPAY_APP_CERT": (f"appCertPublicKey_{app_id}.crt", self.app_cert_pem(app_id)),
+            "ALIPAY_ALIPAY_CERT": ("alipayCertPublicKey_RSA2.crt", self.alipay_cert_pem),
+            "ALIPAY_ROOT_CERT": ("alipayRootCert.crt", self.root_cert_pem),
+        }
+        folder = Path(directory).expanduser().absolute()
+        folder.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        for setting, (name, text) in files.items():
+            path = folder / name
+            path.write_text(text, encoding="ascii", newline="\n")
+            paths[setting] = path
+        return paths
+
+    def rotate_alipay_cert(self, new_key: bool = False) -> str:
+        """Issue Alipay a new certificate (a new serial, so a new SN), as Alipay does when
+        it rotates; with ``new_key`` also a new key pair, which signs answers from now on.
+
+        Apps still holding the old certificate then see an ``alipay_cert_sn`` they do
+        not know.  Returns the new SN.
+        """
+        pki = self._certs()
+        with self._lock:
+            if new_key:
+                self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            pki.alipay = pki.issue_alipay(self._private_key.public_key())
+            return pki.alipay.sn
+
     # -- set-up --------------------------------------------------------------
 
     def register_app(self, app_id: str, public_key: str | RSAPublicKey | None) -> None:
         """Serve another APPID.  Without a public key the gateway answers
-        ``isv.missing-signature-config``, as for an app with no key uploaded."""
+        ``isv.missing-signature-config``, as for an app with no key uploaded.
+
+        In certificate mode the key also gets an app certificate; registering the
+        same key again keeps it, a different key gets a new one.
+        """
         if isinstance(public_key, str):
             public_key = load_public_key(public_key)
         with self._lock:
+            old_key = self.apps.get(app_id)
             self.apps[app_id] = public_key
+            if self._pki is None:
+                return
+            if public_key is None:
+                self._app_certs.pop(app_id, None)
+            elif old_key is None or not _same_key(old_key, public_key):
+                self._app_certs[app_id] = self._pki.issue_app(app_id, public_key)
 
     def add_user(
         self,
@@ -663,17 +924,28 @@ class AlipayEmulator:
             self.stop()
 
     def config(self, app_id: str | None = None) -> dict[str, str]:
-        """The ``ALIPAY_*`` settings that point an app at this running emulator."""
+        """The ``ALIPAY_*`` settings that point an app at this running emulator.
+
+        In certificate mode the three certificates (PEM text) replace
+        ``ALIPAY_PUBLIC_KEY``; :meth:`write_cert_files` gives them as files.
+        """
         if self.server is None:
             raise RuntimeError(
                 "the emulator is not running: use `with emulator.serve():` or emulator.start()"
             )
-        return {
-            "ALIPAY_APP_ID": app_id or self.app_id,
+        app_id = app_id or self.app_id
+        settings = {
+            "ALIPAY_APP_ID": app_id,
             "ALIPAY_AUTHORIZE_URL": self.server.authorize_url,
             "ALIPAY_GATEWAY_URL": self.server.gateway_url,
-            "ALIPAY_PUBLIC_KEY": self.alipay_public_key_base64,
         }
+        if self._pki is None:
+            settings["ALIPAY_PUBLIC_KEY"] = self.alipay_public_key_base64
+            return settings
+        settings["ALIPAY_APP_CERT"] = self.app_cert_pem(app_id)
+        settings["ALIPAY_ALIPAY_CERT"] = self.alipay_cert_pem
+        settings["ALIPAY_ROOT_CERT"] = self.root_cert_pem
+        return settings
 
     def point(self, app: Flask, name: str = "alipay") -> Flask:
         """Re-point an app already set up with AlipayLogin at this running emulator.
@@ -684,6 +956,11 @@ class AlipayEmulator:
         """
         from flask_alipay.extension import AlipayLogin
 
+        if self._pki is not None:
+            raise RuntimeError(
+                "point() swaps in the emulator's public key, which certificate mode does not "
+                "use; give the app emulator.config() (or write_cert_files()) instead"
+            )
         extension = app.extensions.get(name)
         if not isinstance(extension, AlipayLogin):
             raise RuntimeError(f"the app has no AlipayLogin named {name!r}")
@@ -907,6 +1184,8 @@ class AlipayEmulator:
             self._check_timestamp(params["timestamp"])
             sign_type = _check_sign_type(params["sign_type"])
             _check_signature(record, app_key, sign_type, charset)
+            if self._pki is not None:
+                self._check_cert_sns(params)
             return self._run_method(params)
         except _Refused as refused:
             return _Answer("error_response", refused.error)
@@ -935,6 +1214,16 @@ class AlipayEmulator:
                 "验签出错, 未配置对应签名算法的公钥或者证书",
             )
         return key
+
+    def _check_cert_sns(self, params: Mapping[str, str]) -> None:
+        """Certificate mode: the signed common parameters must name the app's current
+        certificate and the root bundle, as Alipay checks them."""
+        with self._lock:
+            issued = self._app_certs.get(params["app_id"])
+        if issued is None or params.get("app_cert_sn") != issued.sn:
+            raise _invalid("isv.app-cert-not-exist", "应用公钥证书不存在")
+        if params.get("alipay_root_cert_sn") != self._certs().root_sn:
+            raise _invalid("invalid-alipay-root-cert-sn", "无效支付宝根证书序列号")
 
     def _check_timestamp(self, timestamp: str) -> None:
         """Alipay reads the timestamp as Beijing time, whatever the caller's zone."""
@@ -1044,11 +1333,18 @@ class AlipayEmulator:
         sign_type: str,
         injection: Injection | None = None,
     ) -> Response:
-        """``{"<node>":{...},"sign":"..."}`` with the node's exact bytes signed."""
+        """``{"<node>":{...},"sign":"..."}`` with the node's exact bytes signed; in
+        certificate mode ``"alipay_cert_sn"`` sits between the node and ``"sign"``."""
+        with self._lock:  # key and SN together, even while rotate_alipay_cert() runs
+            key = self._private_key
+            alipay_cert_sn = self._pki.alipay.sn if self._pki is not None else None
         node_text = _alipay_json(answer.data, charset)
         parts = [f"{{{json.dumps(answer.node)}:{node_text}"]
+        if alipay_cert_sn is not None:
+            parts.append(f',"alipay_cert_sn":"{alipay_cert_sn}"')
         if injection is None or not injection.unsigned:
-            parts.append(f',"sign":"{self._sign(node_text, charset, sign_type, injection)}"')
+            signature = self._sign(node_text, key, charset, sign_type, injection)
+            parts.append(f',"sign":"{signature}"')
         parts.append("}")
         body = "".join(parts).encode(charset)
         if injection is not None and injection.truncated:
@@ -1056,11 +1352,15 @@ class AlipayEmulator:
         return Response(body, status=200, content_type=f"text/html;charset={charset}")
 
     def _sign(
-        self, node_text: str, charset: str, sign_type: str, injection: Injection | None
+        self,
+        node_text: str,
+        key: RSAPrivateKey,
+        charset: str,
+        sign_type: str,
+        injection: Injection | None,
     ) -> str:
         if self.sign_unescaped_slashes:
             node_text = node_text.replace("\\/", "/")
-        key = self._private_key
         if injection is not None and injection.wrong_key:
             key = self._other_key()
         signature = sign_text(node_text, key, sign_type, charset)
