@@ -127,7 +127,7 @@ def parse_answer(body: bytes, node: str, charset: str) -> SignedAnswer:
         raise AnswerFormatError(f"{name} is not a JSON object")
     try:
         data = json.loads(content.decode(used))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise AnswerFormatError(f"{name} is not valid JSON") from None
     if not isinstance(data, dict):
         raise AnswerFormatError(f"{name} is not a JSON object")

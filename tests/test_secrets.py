@@ -177,3 +177,33 @@ def test_werkzeug_access_log_hides_the_auth_code(caplog: pytest.LogCaptureFixtur
     (record,) = [r for r in caplog.records if r.name == "werkzeug"]
     assert "SECRETCODE123456" not in record.getMessage()
     assert "auth_code=***" in record.getMessage() and "state=abc" in record.getMessage()
+
+
+def test_after_sign_in_failures_leak_nothing(
+    site: Flask,
+    emulator: AlipayEmulator,
+    app_key: rsa.RSAPrivateKey,
+    seen: Seen,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    alipay = site.extensions["alipay"]
+    refresh_secret = "SECRET-REFRESH-TOKEN-0001"
+    access_secret = "SECRET-ACCESS-TOKEN-0002"
+    errors: list[AlipayError] = []
+    with site.app_context():
+        for attempt in (
+            lambda: alipay.refresh_token(refresh_secret),
+            lambda: alipay.fetch_profile(access_secret),
+            lambda: alipay.call("alipay.emulator.unknown", {"a": 1}, auth_token=access_secret),
+        ):
+            with pytest.raises(AlipayError) as caught:
+                attempt()
+            errors.append(caught.value)
+        emulator.inject(html_status=500)
+        with pytest.raises(AlipayError) as caught:
+            alipay.fetch_profile(access_secret)
+        errors.append(caught.value)
+        seen.add(repr(alipay.config), repr(alipay.gateway.config), repr(alipay))
+    _collect(seen, caplog, errors)
+    key_lines = [line for line in pem_private(app_key).splitlines() if "-----" not in line]
+    seen.assert_free_of(refresh_secret, access_secret, *key_lines[1:-1])
