@@ -188,7 +188,8 @@ _PROBE_VERDICTS: dict[str, Finding] = {
     "isv.missing-signature-config": Finding(
         "error",
         "Live: isv.missing-signature-config. No app public key is uploaded for this sign type.",
-        "In the console set 接口加签方式 to 公钥 and paste your app public key (应用公钥).",
+        "In the console set 接口加签方式: paste your app public key (应用公钥) in 公钥 mode, "
+        "or upload your app certificate in 公钥证书 mode.",
     ),
 }
 
@@ -199,15 +200,21 @@ def probe(cfg: AlipayConfig) -> Finding:
     try:
         gateway.call(TOKEN_METHOD, {"grant_type": "authorization_code", "code": PROBE_CODE})
     except AlipayError as error:
-        return _verdict(error)
+        return _verdict(error, cfg)
     finally:
         gateway.http.close()
     return Finding("error", "Live: Alipay granted a token for a made-up code. Is this Alipay?")
 
 
-def _verdict(error: AlipayError) -> Finding:
+def _verdict(error: AlipayError, cfg: AlipayConfig) -> Finding:
     if error.sub_code in _PROBE_VERDICTS:
         return _PROBE_VERDICTS[error.sub_code]
+    if error.reason == "signature" and cfg.cert_mode:
+        return Finding(
+            "error",
+            "Live: Alipay's answer did not verify with ALIPAY_ALIPAY_CERT.",
+            "Download alipayCertPublicKey_RSA2.crt again from the console.",
+        )
     if error.reason == "signature":
         return Finding(
             "error",
