@@ -9,6 +9,8 @@ With no ``ALIPAY_APP_ID`` in the environment it starts the Alipay emulator in-pr
 account.  Set ``ALIPAY_APP_ID``, ``ALIPAY_PRIVATE_KEY`` and ``ALIPAY_PUBLIC_KEY`` (and
 ``ALIPAY_SANDBOX=1`` for the sandbox) to talk to real Alipay instead.  ``--debug``'s
 reloader builds the app twice, so use it only without ``DEMO_EMULATOR_PORT``.
+``DEMO_DATABASE`` names the SQLite file (default ``instance/demo.sqlite3``); with several
+worker processes, also set ``SECRET_KEY`` so that they share it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ alipay = AlipayLogin()
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """The app factory ``flask --app demo run`` finds; tests pass their own config."""
     app = Flask(__name__, instance_relative_config=True)
+    # Set SECRET_KEY when several processes serve the site (gunicorn workers): a
+    # sign-in started on one worker is finished on another, so they share the key.
     app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
+    if os.environ.get("DEMO_DATABASE"):
+        app.config["DATABASE"] = os.environ["DEMO_DATABASE"]
     if os.environ.get("ALIPAY_APP_ID"):
         app.config.update({k: v for k, v in os.environ.items() if k.startswith("ALIPAY_")})
     else:

@@ -36,15 +36,25 @@ ON CONFLICT (id) DO UPDATE SET
 
 def init_app(app: Flask) -> None:
     """Create the table up front, and close each request's connection after it."""
-    with closing(sqlite3.connect(app.config["DATABASE"])) as conn:
+    with closing(_connect(app.config["DATABASE"])) as conn:
+        # WAL lets readers and the one writer proceed together; it sticks to the file.
+        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(SCHEMA)
     app.teardown_appcontext(close_db)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # Autocommit: each statement is its own short transaction, so a thread never
+    # holds the write lock between an INSERT and a later COMMIT.  Under many
+    # threaded workers (gunicorn -k gthread) that is what avoided
+    # "database is locked"; the timeout lets writers queue instead of failing.
+    return sqlite3.connect(path, timeout=30, isolation_level=None)
 
 
 def get_db() -> sqlite3.Connection:
     """This app context's connection; sqlite3 connections must not cross threads."""
     if "db" not in g:
-        g.db = sqlite3.connect(current_app.config["DATABASE"])
+        g.db = _connect(current_app.config["DATABASE"])
         g.db.row_factory = sqlite3.Row
     conn: sqlite3.Connection = g.db
     return conn
@@ -69,8 +79,7 @@ def save_user(user: AlipayUser) -> None:
         "avatar": user.get("avatar"),
         "now": now,
     }
-    with get_db() as conn:  # commits
-        conn.execute(UPSERT, row)
+    get_db().execute(UPSERT, row)  # one atomic statement, committed at once
 
 
 def load_user(user_id: str) -> sqlite3.Row | None:

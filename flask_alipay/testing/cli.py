@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from flask_alipay.keys import KeyFormatError, load_public_key
-from flask_alipay.testing.emulator import CERT_SETTINGS, AlipayEmulator
+from flask_alipay.testing.emulator import CERT_SETTINGS, CONTROL_PATH, AlipayEmulator
 
 __all__ = ["DEFAULT_CERT_DIR", "emulator_command"]
 
@@ -69,6 +69,14 @@ def _write_certs(emulator: AlipayEmulator, directory: Path) -> dict[str, Path]:
     help=f"Where --cert-mode writes its certificate files (created if missing; earlier "
     f"emulator files there are overwritten).  [default: ./{DEFAULT_CERT_DIR}]",
 )
+@click.option(
+    "--control",
+    is_flag=True,
+    help=f"Let another process steer the emulator over HTTP, for load and fault tests: "
+    f"POST {CONTROL_PATH}inject (a JSON object of inject() arguments), POST "
+    f"{CONTROL_PATH}reset, GET {CONTROL_PATH}stats and {CONTROL_PATH}users. "
+    "Unauthenticated: loopback only.",
+)
 def emulator_command(
     host: str,
     port: int,
@@ -77,6 +85,7 @@ def emulator_command(
     auto_approve: bool,
     cert_mode: bool,
     cert_dir: Path | None,
+    control: bool,
 ) -> None:
     """Run a local Alipay (authorize page and gateway) for development and tests.
 
@@ -97,7 +106,11 @@ def emulator_command(
         )
         private_line = "ALIPAY_PRIVATE_KEY=" + base64.b64encode(der).decode("ascii")
     emulator = AlipayEmulator(
-        app_id=app_id, app_public_key=public_key, auto_approve=auto_approve, cert_mode=cert_mode
+        app_id=app_id,
+        app_public_key=public_key,
+        auto_approve=auto_approve,
+        cert_mode=cert_mode,
+        control=control,
     )
     cert_paths = _write_certs(emulator, cert_dir or Path(DEFAULT_CERT_DIR)) if cert_mode else {}
     try:
@@ -115,6 +128,12 @@ def emulator_command(
     if private_line:
         click.echo("# A throwaway app key made for this run (not a secret):")
         click.echo(private_line)
+    if control and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            f"Warning: the control channel has no authentication; {host} is not loopback.", err=True
+        )
+    if control:
+        click.echo(f"# Control channel on {server.url}{CONTROL_PATH} (inject, reset, stats, users)")
     click.echo(f"# Alipay emulator on {server.url} (Ctrl-C stops it)")
     try:
         threading.Event().wait()

@@ -50,6 +50,7 @@ __all__ = [
     "AUTHORIZE_PATH",
     "AUTO",
     "CERT_SETTINGS",
+    "CONTROL_PATH",
     "GATEWAY_PATH",
     "AlipayEmulator",
     "EmulatedUser",
@@ -62,6 +63,10 @@ __all__ = [
 AUTHORIZE_PATH = "/oauth2/publicAppAuthorize.htm"
 GATEWAY_PATH = "/gateway.do"
 AVATAR_PATH = "/avatar/"
+#: The opt-in control channel's prefix (``AlipayEmulator(control=True)``).
+CONTROL_PATH = "/_emulator/"
+#: The longest ``delay`` the control channel queues, in seconds.
+MAX_CONTROL_DELAY = 600.0
 TOKEN_METHOD = "alipay.system.oauth.token"
 USER_INFO_METHOD = "alipay.user.info.share"
 SCOPES = ("auth_user", "auth_base")
@@ -585,6 +590,13 @@ class AlipayEmulator:
     makes a throwaway PKI laid out like Alipay's, demands ``app_cert_sn`` and
     ``alipay_root_cert_sn`` on every gateway call, and answers with
     ``alipay_cert_sn``; :meth:`config` then gives certificates, not a key.
+
+    With ``control=True`` another process can steer it over HTTP (off by
+    default, when those paths answer 404): ``POST /_emulator/inject`` with a
+    JSON object of :meth:`inject` keyword arguments (``method`` included),
+    ``POST /_emulator/reset`` (:meth:`reset`), ``GET /_emulator/stats`` (call
+    counts and pending injections, :meth:`stats`) and ``GET /_emulator/users``
+    (every user's ids and profile, by key).
     """
 
     def __init__(
@@ -601,6 +613,7 @@ class AlipayEmulator:
         sign_unescaped_slashes: bool = False,
         timestamp_tolerance: float = 600,
         cert_mode: bool = False,
+        control: bool = False,
     ) -> None:
         self.app_id = app_id
         self.auto_approve = auto_approve
@@ -626,6 +639,9 @@ class AlipayEmulator:
         self._pointed: dict[tuple[int, str], tuple[Flask, Any, Any]] = {}
         self._pki = _Pki(self._private_key.public_key()) if cert_mode else None
         self._app_certs: dict[str, _Issued] = {}
+        self.control = control
+        self._counts: dict[str, int] = {}
+        self._authorize_count = 0
         self.register_app(app_id, app_public_key)
         self.default_user = self.add_user(
             "default",
@@ -896,6 +912,20 @@ class AlipayEmulator:
             self.requests.clear()
             self.injections.clear()
 
+    def stats(self) -> dict[str, Any]:
+        """Counts since start (:meth:`reset` leaves them): gateway calls by method,
+        authorize-page hits, users, and the injections still pending."""
+        with self._lock:
+            pending = [dataclasses.asdict(injection) for injection in self.injections]
+            return {
+                "gateway_requests": dict(sorted(self._counts.items())),
+                "gateway_requests_total": sum(self._counts.values()),
+                "authorize_requests": self._authorize_count,
+                "users": len(self.users),
+                "injections_left": sum(injection["times"] for injection in pending),
+                "injections": pending,
+            }
+
     # -- serving -------------------------------------------------------------
 
     def start(
@@ -995,7 +1025,46 @@ class AlipayEmulator:
         app.add_url_rule(AUTHORIZE_PATH, "authorize", self._authorize_view, methods=["GET", "POST"])
         app.add_url_rule(GATEWAY_PATH, "gateway", self._gateway_view, methods=["GET", "POST"])
         app.add_url_rule(AVATAR_PATH + "<key>.svg", "avatar", self._avatar_view)
+        if self.control:
+            app.add_url_rule(
+                CONTROL_PATH + "inject", "control_inject", self._inject_view, methods=["POST"]
+            )
+            app.add_url_rule(
+                CONTROL_PATH + "reset", "control_reset", self._reset_view, methods=["POST"]
+            )
+            app.add_url_rule(CONTROL_PATH + "stats", "control_stats", self._stats_view)
+            app.add_url_rule(CONTROL_PATH + "users", "control_users", self._users_view)
         return app
+
+    # -- the control channel (control=True) ----------------------------------
+
+    def _inject_view(self) -> Response:
+        data = request.get_json(force=True, silent=True)
+        try:
+            arguments = _injection_arguments(data)
+        except ValueError as error:
+            return _json({"error": str(error)}, 400)
+        method = arguments.pop("method", None)
+        injection = self.inject(method, **arguments)
+        return _json({"queued": dataclasses.asdict(injection), **self._left()})
+
+    def _reset_view(self) -> Response:
+        with self._lock:  # re-entrant: count and clear at once
+            cleared = sum(injection.times for injection in self.injections)
+            self.reset()
+        return _json({"injections_cleared": cleared, **self._left()})
+
+    def _stats_view(self) -> Response:
+        return _json(self.stats())
+
+    def _users_view(self) -> Response:
+        with self._lock:
+            users = {key: dataclasses.asdict(user) for key, user in self.users.items()}
+        return _json(users)
+
+    def _left(self) -> dict[str, int]:
+        with self._lock:
+            return {"injections_left": sum(injection.times for injection in self.injections)}
 
     def _avatar_view(self, key: str) -> Response:
         with self._lock:
@@ -1008,6 +1077,8 @@ class AlipayEmulator:
     # -- the authorize page --------------------------------------------------
 
     def _authorize_view(self) -> Response:
+        with self._lock:
+            self._authorize_count += 1
         app_id = request.args.get("app_id", "")
         scope = request.args.get("scope", "")
         redirect_uri = request.args.get("redirect_uri", "")
@@ -1119,6 +1190,8 @@ class AlipayEmulator:
         )
         with self._lock:
             self.requests.append(record)
+            counted = record.method or "(none)"
+            self._counts[counted] = self._counts.get(counted, 0) + 1
             injection = self._take_injection(record.method)
         sign_type = record.query.get("sign_type", "RSA2")
         if sign_type not in SIGN_TYPES:
@@ -1373,6 +1446,57 @@ class AlipayEmulator:
             if self._wrong_key is None:
                 self._wrong_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             return self._wrong_key
+
+
+def _json(data: Mapping[str, Any], status: int = 200) -> Response:
+    return Response(
+        json.dumps(data, ensure_ascii=False),
+        status=status,
+        content_type="application/json; charset=utf-8",
+    )
+
+
+#: What each :meth:`AlipayEmulator.inject` argument accepts over the control channel.
+_INJECT_TEXT = ("method", "sub_code", "sub_msg")
+_INJECT_REQUIRED_TEXT = ("code", "msg")
+_INJECT_FLAGS = ("bad_signature", "wrong_key", "unsigned", "gbk_error", "truncated")
+
+
+def _injection_arguments(data: object) -> dict[str, Any]:
+    """``inject()`` keyword arguments from a JSON body, checked; ValueError says why not."""
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object of inject() arguments")
+    known = {field.name for field in dataclasses.fields(Injection)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown inject() arguments: {', '.join(unknown)}")
+    for name, value in data.items():
+        if name in _INJECT_TEXT:
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a string or null")
+        elif name in _INJECT_REQUIRED_TEXT:
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string")
+        elif name in _INJECT_FLAGS:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false")
+        elif name == "delay":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value <= MAX_CONTROL_DELAY
+            ):
+                raise ValueError(f"delay must be a number of seconds in [0, {MAX_CONTROL_DELAY:g}]")
+        elif name == "html_status":
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599
+            ):
+                raise ValueError("html_status must be an HTTP status (100-599) or null")
+        elif name == "times" and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000
+        ):
+            raise ValueError("times must be a whole number from 1 to 1000000")
+    return dict(data)
 
 
 def _error_body(problem: str) -> str:
