@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -23,7 +24,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
-from authlib.common.security import generate_token
 from authlib.common.urls import add_params_to_uri, url_decode
 from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App
 from authlib.integrations.requests_client.oauth2_session import OAuth2ClientAuth
@@ -145,6 +145,13 @@ class Gateway:
         self.config = config
         self.http = GatewaySession()
         self.http.headers["User-Agent"] = "Flask-Alipay-Login"
+        # requests re-reads proxies, CA bundle and ~/.netrc from the environment on
+        # every call (0.1-1.5 ms); read them once here instead.  No netrc credentials
+        # are ever sent to the gateway.
+        env = self.http.merge_environment_settings(config.gateway_url, {}, None, None, None)
+        self.http.proxies.update(env["proxies"])
+        self.http.verify = env["verify"]
+        self.http.trust_env = False
 
     def signed_request(
         self,
@@ -345,7 +352,7 @@ class AlipayOAuth2Client(OAuth2Client):  # type: ignore[misc]
         self, url: str, state: str | None = None, code_verifier: str | None = None, **kwargs: Any
     ) -> tuple[str, str]:
         """Alipay's authorize URL: ``app_id``, ``scope``, ``redirect_uri``, ``state``."""
-        state = state or generate_token(48)
+        state = state or secrets.token_hex(24)  # 48 alphanumerics, 192 bits
         params = [
             ("app_id", self.client_id),
             ("scope", kwargs.get("scope") or self.scope),

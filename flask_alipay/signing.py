@@ -56,16 +56,21 @@ def string_to_sign(params: Mapping[str, object]) -> str:
     return "&".join(f"{name}={value}" for name, value in pairs)
 
 
+_PKCS1 = padding.PKCS1v15()
+#: One hash object per sign_type: they are stateless descriptions, safe to share.
+_HASHES: dict[str, hashes.HashAlgorithm] = {name: cls() for name, cls in SIGN_TYPES.items()}
+
+
 def _hash(sign_type: str) -> hashes.HashAlgorithm:
     try:
-        return SIGN_TYPES[sign_type]()
+        return _HASHES[sign_type]
     except KeyError:
         raise ValueError(f"unknown sign_type {sign_type!r}; use RSA2 or RSA") from None
 
 
 def sign_text(text: str, key: RSAPrivateKey, sign_type: str, charset: str) -> str:
     """Sign the text in the request charset, as the gateway re-encodes it that way."""
-    signature = key.sign(text.encode(charset), padding.PKCS1v15(), _hash(sign_type))
+    signature = key.sign(text.encode(charset), _PKCS1, _hash(sign_type))
     return base64.b64encode(signature).decode("ascii")
 
 
@@ -83,19 +88,20 @@ def verify_signature(content: bytes, signature: str, key: RSAPublicKey, sign_typ
     except (binascii.Error, ValueError):
         return False
     algorithm = _hash(sign_type)
-    for candidate in _candidates(content):
-        try:
-            key.verify(raw, candidate, padding.PKCS1v15(), algorithm)
-        except InvalidSignature:
-            continue
+    if _verifies(key, raw, content, algorithm):
         return True
-    return False
+    unescaped = content.replace(b"\\/", b"/")
+    return unescaped != content and _verifies(key, raw, unescaped, algorithm)
 
 
-def _candidates(content: bytes) -> list[bytes]:
-    if b"\\/" in content:
-        return [content, content.replace(b"\\/", b"/")]
-    return [content]
+def _verifies(
+    key: RSAPublicKey, raw: bytes, content: bytes, algorithm: hashes.HashAlgorithm
+) -> bool:
+    try:
+        key.verify(raw, content, _PKCS1, algorithm)
+    except InvalidSignature:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
