@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
+from conftest import pem_private, pem_public
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
@@ -186,29 +186,17 @@ def test_secret_key_from_environment(
     assert make_demo().secret_key == "from-the-environment"
 
 
-def pem(key: rsa.RSAPrivateKey) -> tuple[str, str]:
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode("ascii")
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode("ascii")
-    )
-    return private, public
-
-
 @pytest.mark.parametrize(("sandbox", "endpoints"), [(None, PRODUCTION), ("1", SANDBOX)])
 def test_real_alipay_from_environment(
     make_demo: Callable[[], Flask],
     clean_env: pytest.MonkeyPatch,
+    app_key: rsa.RSAPrivateKey,
+    alipay_key: rsa.RSAPrivateKey,
     sandbox: str | None,
     endpoints: tuple[str, str],
 ) -> None:
-    app_private, _ = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    _, alipay_public = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    app_private = pem_private(app_key)
+    alipay_public = pem_public(alipay_key.public_key())
     clean_env.setenv("ALIPAY_APP_ID", "2021004100000000")
     clean_env.setenv("ALIPAY_PRIVATE_KEY", app_private)
     clean_env.setenv("ALIPAY_PUBLIC_KEY", alipay_public)
