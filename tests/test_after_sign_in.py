@@ -108,3 +108,16 @@ def test_generic_call_sends_biz_content_as_json(
     assert json.loads(sent.form["biz_content"]) == content
     assert "订单-1" in sent.form["biz_content"]  # raw Chinese, in the request charset
     assert sent.query["auth_token"] == "tok" and "biz_content" not in sent.query
+
+
+def test_profile_of_another_user_than_the_token_is_refused(
+    site: Flask, emulator: AlipayEmulator
+) -> None:
+    token = signed_in_token(site)
+    alipay = site.extensions["alipay"]
+    with site.app_context():
+        assert alipay.user_from_token(token).id == emulator.default_user.open_id
+        swapped = {**token, "open_id": emulator.add_user("someone-else").open_id}
+        with pytest.raises(AlipayError) as caught:
+            alipay.user_from_token(swapped)
+    assert caught.value.reason == "malformed" and caught.value.status_code == 502
