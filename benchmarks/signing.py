@@ -41,7 +41,7 @@ from Crypto.Signature import pkcs1_15
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from flask_alipay.client import TOKEN_METHOD, beijing_timestamp
+from flask_alipay.protocol import TOKEN_METHOD, beijing_timestamp
 from flask_alipay.signing import parse_answer, sign_params, string_to_sign, verify_signature
 
 NODE = TOKEN_METHOD.replace(".", "_") + "_response"

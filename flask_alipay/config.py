@@ -1,7 +1,13 @@
-"""The ALIPAY_* keys, their defaults, and validation whose errors name the key.
+"""The ALIPAY_* settings as one table, read and checked once, with errors that name the key.
 
-Configuration is read and keys are parsed once, at ``init_app``: parsing a
-2048-bit private key costs about 40 ms, signing with a parsed one 0.4 ms.
+``SETTINGS`` lists every key with its default, its parser and one line of
+documentation.  ``init_app`` validation, ``flask alipay check`` and the table
+in ``docs/configuration.md`` all come from it.  Keys are parsed once, at
+``init_app``: loading a 2048-bit private key costs about 40 ms, signing with a
+loaded one 0.4 ms.
+
+Key and certificate settings follow one rule: ``X`` holds the text itself and
+``X_FILE`` the path of a file holding it; setting both is an error.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -18,36 +24,290 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from .certs import CertificateError, leaf_certificates, root_cert_sn
 from .errors import AlipayConfigError
 from .keys import KeyFormatError, load_private_key, load_public_key, same_public_key
+from .protocol import CHARSETS, ENDPOINTS, SCOPES, SIGN_TYPES
 from .redirects import safe_next
 
-__all__ = ["ENDPOINTS", "AlipayConfig", "inspect_config", "load_config"]
+__all__ = [
+    "ENDPOINTS",
+    "REQUIRED",
+    "SETTINGS",
+    "AlipayConfig",
+    "Setting",
+    "inspect_config",
+    "load_config",
+    "markdown_table",
+]
 
 log = logging.getLogger("flask_alipay")
 
-T = TypeVar("T")
 
-#: (authorize page, gateway) for production and sandbox (ALIPAY.md §2).
-ENDPOINTS: dict[bool, tuple[str, str]] = {
-    False: (
-        "https://openauth.alipay.com/oauth2/publicAppAuthorize.htm",
-        "https://openapi.alipay.com/gateway.do",
-    ),
-    True: (
-        "https://openauth-sandbox.dl.alipaydev.com/oauth2/publicAppAuthorize.htm",
-        "https://openapi-sandbox.dl.alipaydev.com/gateway.do",
-    ),
-}
+class _Required:
+    def __repr__(self) -> str:
+        return "required"
 
-SIGN_TYPE = "RSA2"
-CHARSET = "utf8"
-SCOPE = "auth_user"
-TIMEOUT = 10.0
 
-#: Config spellings -> the charset names the gateway expects on the wire.
-_WIRE_CHARSETS = {"utf8": "utf-8", "utf-8": "utf-8", "gbk": "GBK"}
-_SCOPES = ("auth_user", "auth_base")
+#: The default of a setting that must be set.
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ALIPAY_* key: its name without the prefix, default, parser and meaning."""
+
+    key: str
+    default: Any
+    #: Turns the raw value into the setting; raises ValueError with the problem.
+    parse: Callable[[Any], Any]
+    doc: str
+    #: The default as the docs show it, when ``repr`` would not say it well.
+    shown: str | None = None
+    #: Also read from ``<key>_FILE``, a path (key and certificate material).
+    material: bool = False
+    #: The Logto connector's name for it, for people moving from Logto.
+    logto: str | None = None
+    #: The problem when a required setting is missing, after its key.
+    missing: str | None = None
+
+
+# Parsers: each takes the raw value and raises ValueError(problem) --------------------
+
+
+def _text(value: Any) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _app_id(value: Any) -> str:
+    text = _text(value).strip()
+    if not text:
+        raise ValueError(
+            "is required: set it to the APPID shown for your web app in the "
+            "Alipay open platform console (开放平台控制台)."
+        )
+    if any(c.isspace() for c in text):
+        raise ValueError("must not contain spaces.")
+    return text
+
+
+def _private_key(value: Any) -> RSAPrivateKey:
+    try:
+        return load_private_key(_text(value))
+    except KeyFormatError as error:
+        raise ValueError(
+            f"is not a usable RSA private key: {error}. Use PEM (PKCS#1 or "
+            "PKCS#8) or the bare base64 body."
+        ) from None
+
+
+def _public_key(value: Any) -> RSAPublicKey:
+    try:
+        return load_public_key(_text(value))
+    except KeyFormatError as error:
+        raise ValueError(
+            f"is not a usable RSA public key: {error}. Paste Alipay's public key "
+            "(支付宝公钥) from the console."
+        ) from None
+
+
+def _pem(value: Any) -> str:
+    text = _text(value)
+    if "-----BEGIN" not in text:
+        raise ValueError("takes the certificate's PEM text; for a path, set {key}_FILE instead.")
+    return text
+
+
+def _choice(allowed: Mapping[str, str]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value).strip()
+        for spelling, normalised in allowed.items():
+            if text.lower() == spelling.lower():
+                return normalised
+        names = ", ".join(dict.fromkeys(allowed))
+        raise ValueError(f"must be one of {names}; got {text[:40]!r}.")
+
+    return parse
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"must be true or false; got {_text(value)[:40]!r}.")
+
+
+def _url(value: Any) -> str | None:
+    text = _text(value).strip()
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an absolute http(s) URL; got {text[:80]!r}.")
+    return text
+
+
+def _url_prefix(value: Any) -> str:
+    text = _text(value).strip()
+    if not text.startswith("/"):
+        raise ValueError(f"must start with '/'; got {text[:40]!r}.")
+    return text.rstrip("/") or ""
+
+
+def _default_next(value: Any) -> str:
+    text = _text(value).strip()
+    if safe_next(text) is None:
+        raise ValueError(f"must be a path on this site such as '/'; got {text[:80]!r}.")
+    return text
+
+
+def _timeout(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 < seconds <= 300:
+        raise ValueError(f"must be a number of seconds in (0, 300]; got {value!r}.")
+    return seconds
+
+
+_CERT_FILES = {
+    "APP_CERT": "appCertPublicKey_<APPID>.crt",
+    "ALIPAY_CERT": "alipayCertPublicKey_RSA2.crt",
+    "ROOT_CERT": "alipayRootCert.crt",
+}
+
+#: Every setting, in the order the docs list them.
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "APP_ID",
+        REQUIRED,
+        _app_id,
+        "the APPID of your web app (网页应用)",
+        logto="appId",
+        missing="is required: set it to the APPID shown for your web app in the Alipay "
+        "open platform console (开放平台控制台).",
+    ),
+    Setting(
+        "PRIVATE_KEY",
+        REQUIRED,
+        _private_key,
+        "your app private key (应用私钥): PEM (PKCS#1 or PKCS#8, real newlines or literal "
+        "`\\n`) or the bare one-line base64 from Alipay's key tool",
+        material=True,
+        logto="privateKey",
+        missing="(or {prefix}PRIVATE_KEY_FILE) is required: set it to your app private key "
+        "(应用私钥), PEM or the one-line base64 from Alipay's key tool. `flask alipay keygen` "
+        "makes one.",
+    ),
+    Setting(
+        "PUBLIC_KEY",
+        None,
+        _public_key,
+        "Alipay's public key (支付宝公钥) from the console, PEM or one-line base64; "
+        "verifies every answer",
+        shown="none",
+        material=True,
+    ),
+    Setting(
+        "APP_CERT",
+        None,
+        _pem,
+        "certificate mode: your app certificate, `appCertPublicKey_<APPID>.crt`",
+        shown="none",
+        material=True,
+    ),
+    Setting(
+        "ALIPAY_CERT",
+        None,
+        _pem,
+        "certificate mode: Alipay's certificate, `alipayCertPublicKey_RSA2.crt`",
+        shown="none",
+        material=True,
+    ),
+    Setting(
+        "ROOT_CERT",
+        None,
+        _pem,
+        "certificate mode: Alipay's root bundle, `alipayRootCert.crt`",
+        shown="none",
+        material=True,
+    ),
+    Setting(
+        "SIGN_TYPE",
+        "RSA2",
+        _choice({name: name for name in SIGN_TYPES}),
+        "`RSA2` (SHA256withRSA) or `RSA` (SHA1withRSA, not advised)",
+        logto="signType",
+    ),
+    Setting(
+        "CHARSET",
+        "utf8",
+        _choice(CHARSETS),
+        "`utf8` or `gbk` (`utf-8` and `GBK` too); the wire says `utf-8` or `GBK`",
+        logto="charset",
+    ),
+    Setting(
+        "SCOPE",
+        "auth_user",
+        _choice({scope: scope for scope in SCOPES}),
+        "`auth_user` (consent page and profile) or `auth_base` (silent, ids only)",
+        logto="scope",
+    ),
+    Setting(
+        "SANDBOX",
+        False,
+        _flag,
+        "use the sandbox (沙箱) endpoints; a bool, or `1`/`0`, `true`/`false`, `yes`/`no`",
+    ),
+    Setting(
+        "AUTHORIZE_URL",
+        None,
+        _url,
+        "the authorize page, an absolute http(s) URL (the emulator, a proxy)",
+        shown="from `SANDBOX`",
+    ),
+    Setting(
+        "GATEWAY_URL",
+        None,
+        _url,
+        "the gateway, an absolute http(s) URL (the emulator, a proxy)",
+        shown="from `SANDBOX`",
+    ),
+    Setting(
+        "REDIRECT_URI",
+        None,
+        _url,
+        "the exact callback URL sent to Alipay, equal to the console's 授权回调地址; set it "
+        "behind a proxy",
+        shown="built per request",
+    ),
+    Setting(
+        "URL_PREFIX",
+        None,
+        _url_prefix,
+        "where the blueprint lives; must start with `/`",
+        shown="`/alipay`",
+    ),
+    Setting(
+        "DEFAULT_NEXT",
+        "/",
+        _default_next,
+        "a path on this site, for a sign-in without a valid `next` and after logout",
+    ),
+    Setting(
+        "TIMEOUT",
+        10.0,
+        _timeout,
+        "seconds allowed for each gateway call, more than 0 and at most 300",
+        shown="`10`",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -86,21 +346,68 @@ class AlipayConfig:
 
 
 class _Reader:
-    """Reads prefixed keys so error messages name exactly what the user set."""
+    """Reads one prefix's settings, collecting every problem instead of stopping at one."""
 
     def __init__(self, config: Mapping[str, Any], prefix: str) -> None:
         self.config = config
         self.prefix = prefix
+        self.errors: list[AlipayConfigError] = []
+        #: Which key each setting came from (``X`` or ``X_FILE``), for those that are set.
+        self.used: dict[str, str] = {}
 
     def name(self, key: str) -> str:
         return self.prefix + key
 
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.config.get(self.name(key), default)
-        return default if value is None else value
+    def fail(self, key: str, problem: str) -> None:
+        problem = problem.replace("{key}", self.name(key)).replace("{prefix}", self.prefix)
+        self.errors.append(AlipayConfigError(f"{self.name(key)} {problem}"))
 
-    def fail(self, key: str, problem: str) -> AlipayConfigError:
-        return AlipayConfigError(f"{self.name(key)} {problem}")
+    def _value(self, key: str) -> Any:
+        value = self.config.get(self.name(key))
+        return None if value is None or value == "" else value
+
+    def _raw(self, setting: Setting) -> Any:
+        """The setting's raw value (a file's bytes for ``X_FILE``), None, or _PROBLEM."""
+        value = self._value(setting.key)
+        path = self._value(setting.key + "_FILE") if setting.material else None
+        if value is not None and path is not None:
+            self.fail(
+                setting.key, f"and {self.name(setting.key + '_FILE')} are both set: keep only one."
+            )
+            return _PROBLEM
+        if path is None:
+            if value is not None:
+                self.used[setting.key] = setting.key
+            return value
+        self.used[setting.key] = setting.key + "_FILE"
+        try:
+            with open(os.fspath(path), "rb") as handle:
+                return handle.read()
+        except OSError as error:
+            self.fail(
+                setting.key + "_FILE",
+                f"names a file that cannot be read ({error.strerror}): {path}",
+            )
+            return _PROBLEM
+
+    def read(self, setting: Setting) -> Any:
+        """The parsed setting, its default when unset, or None after recording a problem."""
+        value = self._raw(setting)
+        if value is _PROBLEM:
+            return None
+        if value is None:
+            if setting.default is REQUIRED:
+                self.fail(setting.key, setting.missing or "is required.")
+                return None
+            return None if setting.default is None else setting.parse(setting.default)
+        try:
+            return setting.parse(value)
+        except ValueError as error:
+            self.fail(self.used[setting.key], str(error))
+            return None
+
+
+_PROBLEM = object()
 
 
 def load_config(config: Mapping[str, Any], prefix: str = "ALIPAY_") -> AlipayConfig:
@@ -122,173 +429,82 @@ def inspect_config(
 ) -> tuple[AlipayConfig | None, list[AlipayConfigError]]:
     """Every problem at once, for ``flask alipay check``: (config or None, errors)."""
     r = _Reader(config, prefix)
-    errors: list[AlipayConfigError] = []
-
-    def attempt(read: Callable[[], T], fallback: T) -> T:
-        try:
-            return read()
-        except AlipayConfigError as error:
-            errors.append(error)
-            return fallback
-
-    app_id = attempt(lambda: _app_id(r), "")
-    private_key = attempt(lambda: _private_key(r), None)
-    certificates = attempt(lambda: _certificates(r, private_key), None)
-    public_key = None if certificates else attempt(lambda: _alipay_public_key(r, private_key), None)
-    sandbox = attempt(lambda: _flag(r, "SANDBOX"), False)
-    authorize_default, gateway_default = ENDPOINTS[sandbox]
-    sign_type = attempt(
-        lambda: _choice(r, "SIGN_TYPE", SIGN_TYPE, {"RSA2": "RSA2", "RSA": "RSA"}), SIGN_TYPE
-    )
-    charset = attempt(lambda: _choice(r, "CHARSET", CHARSET, _WIRE_CHARSETS), "utf-8")
-    scope = attempt(lambda: _choice(r, "SCOPE", SCOPE, {s: s for s in _SCOPES}), SCOPE)
-    authorize_url = attempt(lambda: _url(r, "AUTHORIZE_URL", authorize_default), None)
-    gateway_url = attempt(lambda: _url(r, "GATEWAY_URL", gateway_default), None)
-    redirect_uri = attempt(lambda: _url(r, "REDIRECT_URI", None), None)
-    url_prefix = attempt(lambda: _url_prefix(r), "")
-    default_next = attempt(lambda: _default_next(r), "/")
-    timeout = attempt(lambda: _timeout(r), TIMEOUT)
-    if errors or private_key is None:
-        return None, errors
+    values = {setting.key: r.read(setting) for setting in SETTINGS}
+    private_key: RSAPrivateKey | None = values["PRIVATE_KEY"]
+    certificates = _certificates(r, values, private_key)
+    public_key = None if certificates else values["PUBLIC_KEY"]
+    if public_key is not None and private_key is not None:
+        if same_public_key(public_key, private_key.public_key()):
+            r.fail(
+                r.used["PUBLIC_KEY"],
+                "is your app public key (应用公钥), the public half of "
+                f"{r.name('PRIVATE_KEY')}: paste Alipay's public key (支付宝公钥) "
+                "from the console instead.",
+            )
+    if r.errors or private_key is None:
+        return None, r.errors
+    authorize_default, gateway_default = ENDPOINTS[values["SANDBOX"]]
+    url_prefix = values["URL_PREFIX"]
+    if url_prefix is None:
+        url_prefix = "/" + prefix.rstrip("_").lower()
     loaded = AlipayConfig(
-        app_id=app_id,
+        app_id=values["APP_ID"],
         private_key=private_key,
         alipay_public_key=public_key,
-        sign_type=sign_type,
-        charset=charset,
-        scope=scope,
-        sandbox=sandbox,
-        authorize_url=authorize_url or authorize_default,
-        gateway_url=gateway_url or gateway_default,
-        redirect_uri=redirect_uri,
+        sign_type=values["SIGN_TYPE"],
+        charset=values["CHARSET"],
+        scope=values["SCOPE"],
+        sandbox=values["SANDBOX"],
+        authorize_url=values["AUTHORIZE_URL"] or authorize_default,
+        gateway_url=values["GATEWAY_URL"] or gateway_default,
+        redirect_uri=values["REDIRECT_URI"],
         url_prefix=url_prefix,
-        default_next=default_next,
-        timeout=timeout,
+        default_next=values["DEFAULT_NEXT"],
+        timeout=values["TIMEOUT"],
         **(certificates or {}),
     )
     return loaded, []
 
 
-def _app_id(r: _Reader) -> str:
-    value = r.get("APP_ID")
-    if value is None or str(value).strip() == "":
-        raise r.fail(
-            "APP_ID",
-            "is required: set it to the APPID shown for your web app in the "
-            "Alipay open platform console (开放平台控制台).",
-        )
-    text = str(value).strip()
-    if any(c.isspace() for c in text):
-        raise r.fail("APP_ID", "must not contain spaces.")
-    return text
-
-
-def _text_or_file(r: _Reader, key: str) -> tuple[str, str] | None:
-    """(the key that was set, its text) for KEY or KEY_FILE, refusing both."""
-    text = r.get(key)
-    path = r.get(key + "_FILE")
-    if text and path:
-        raise r.fail(key, f"and {r.name(key + '_FILE')} are both set: keep only one.")
-    if path:
-        try:
-            with open(os.fspath(path), "rb") as handle:
-                return key + "_FILE", handle.read().decode("ascii", "replace")
-        except OSError as error:
-            raise r.fail(
-                key + "_FILE",
-                f"names a file that cannot be read ({error.strerror}): {path}",
-            ) from None
-    if text:
-        if isinstance(text, bytes):
-            text = text.decode("ascii", "replace")
-        return key, str(text)
-    return None
-
-
-def _private_key(r: _Reader) -> RSAPrivateKey:
-    found = _text_or_file(r, "PRIVATE_KEY")
-    if found is None:
-        raise r.fail(
-            "PRIVATE_KEY",
-            f"(or {r.name('PRIVATE_KEY_FILE')}) is required: set it to your app "
-            "private key (应用私钥), PEM or the one-line base64 from Alipay's key "
-            "tool. `flask alipay keygen` makes one.",
-        )
-    key_name, text = found
-    try:
-        return load_private_key(text)
-    except KeyFormatError as error:
-        raise r.fail(
-            key_name,
-            f"is not a usable RSA private key: {error}. Use PEM (PKCS#1 or "
-            "PKCS#8) or the bare base64 body.",
-        ) from None
-
-
-def _alipay_public_key(r: _Reader, private_key: RSAPrivateKey | None) -> RSAPublicKey | None:
-    found = _text_or_file(r, "PUBLIC_KEY")
-    if found is None:
-        return None
-    key_name, text = found
-    try:
-        key = load_public_key(text)
-    except KeyFormatError as error:
-        raise r.fail(
-            key_name,
-            f"is not a usable RSA public key: {error}. Paste Alipay's public key "
-            "(支付宝公钥) from the console.",
-        ) from None
-    if private_key is not None and same_public_key(key, private_key.public_key()):
-        raise r.fail(
-            key_name,
-            "is your app public key (应用公钥), the public half of "
-            f"{r.name('PRIVATE_KEY')}: paste Alipay's public key (支付宝公钥) "
-            "from the console instead.",
-        )
-    return key
-
-
-_CERT_KEYS = ("APP_CERT", "ALIPAY_CERT", "ROOT_CERT")
-_CERT_FILES = {
-    "APP_CERT": "appCertPublicKey_<APPID>.crt",
-    "ALIPAY_CERT": "alipayCertPublicKey_RSA2.crt",
-    "ROOT_CERT": "alipayRootCert.crt",
-}
-
-
-def _certificates(r: _Reader, private_key: RSAPrivateKey | None) -> dict[str, Any] | None:
+def _certificates(
+    r: _Reader, values: Mapping[str, Any], private_key: RSAPrivateKey | None
+) -> dict[str, Any] | None:
     """Certificate mode, switched on by any of the three certificate keys."""
-    texts = {key: _cert_text(r, key) for key in _CERT_KEYS}
-    if not any(texts.values()):
+    texts = {key: values[key] for key in _CERT_FILES}
+    if not any(key in r.used for key in _CERT_FILES):
         return None
-    present = {key: text for key, text in texts.items() if text}
-    for key in _CERT_KEYS:
-        if key not in present:
-            raise r.fail(
+    for key in _CERT_FILES:
+        if key not in r.used:
+            r.fail(
                 key,
-                f"is required in certificate mode (公钥证书): set it to the path or PEM "
-                f"text of {_CERT_FILES[key]} from the Alipay console.",
+                f"(or {r.name(key + '_FILE')}) is required in certificate mode (公钥证书): "
+                f"set it to {_CERT_FILES[key]} from the Alipay console.",
             )
+    if any(text is None for text in texts.values()):
+        return None
     try:
-        app_leaf = leaf_certificates(present["APP_CERT"])[0]
+        app_leaf = leaf_certificates(texts["APP_CERT"])[0]
     except CertificateError as error:
-        raise r.fail("APP_CERT", f"is not a usable certificate: {error}.") from None
+        r.fail("APP_CERT", f"is not a usable certificate: {error}.")
+        return None
     if private_key is not None and not same_public_key(
         app_leaf.public_key, private_key.public_key()
     ):
-        raise r.fail(
+        r.fail(
             "APP_CERT",
             f"does not carry the public half of {r.name('PRIVATE_KEY')}: use the "
             "appCertPublicKey_<APPID>.crt issued for this private key.",
         )
     try:
-        alipay_leaves = leaf_certificates(present["ALIPAY_CERT"])
+        alipay_leaves = leaf_certificates(texts["ALIPAY_CERT"])
     except CertificateError as error:
-        raise r.fail("ALIPAY_CERT", f"is not a usable certificate: {error}.") from None
+        r.fail("ALIPAY_CERT", f"is not a usable certificate: {error}.")
+        return None
     try:
-        root_sn = root_cert_sn(present["ROOT_CERT"])
+        root_sn = root_cert_sn(texts["ROOT_CERT"])
     except CertificateError as error:
-        raise r.fail("ROOT_CERT", f"is not a usable certificate bundle: {error}.") from None
+        r.fail("ROOT_CERT", f"is not a usable certificate bundle: {error}.")
+        return None
     return {
         "app_cert_sn": app_leaf.sn,
         "alipay_root_cert_sn": root_sn,
@@ -296,76 +512,19 @@ def _certificates(r: _Reader, private_key: RSAPrivateKey | None) -> dict[str, An
     }
 
 
-def _cert_text(r: _Reader, key: str) -> str | None:
-    """A certificate setting is a path or the PEM text itself."""
-    value = r.get(key)
-    if not value:
-        return None
-    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-    if "-----BEGIN" in text:
-        return text
-    try:
-        with open(os.fspath(text.strip()), "rb") as handle:
-            return handle.read().decode("ascii", "replace")
-    except OSError as error:
-        raise r.fail(key, f"names a file that cannot be read ({error.strerror}): {text}") from None
-
-
-def _choice(r: _Reader, key: str, default: str, allowed: Mapping[str, str]) -> str:
-    value = str(r.get(key, default)).strip()
-    for spelling, normalised in allowed.items():
-        if value.lower() == spelling.lower():
-            return normalised
-    names = ", ".join(dict.fromkeys(allowed))
-    raise r.fail(key, f"must be one of {names}; got {value[:40]!r}.")
-
-
-def _flag(r: _Reader, key: str) -> bool:
-    value = r.get(key, False)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise r.fail(key, f"must be true or false; got {str(value)[:40]!r}.")
-
-
-def _url(r: _Reader, key: str, default: str | None) -> str | None:
-    value = r.get(key, default)
-    if value is None or value == "":
-        return default
-    text = str(value).strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise r.fail(key, f"must be an absolute http(s) URL; got {text[:80]!r}.")
-    return text
-
-
-def _url_prefix(r: _Reader) -> str:
-    default = "/" + r.prefix.rstrip("_").lower()
-    value = str(r.get("URL_PREFIX", default)).strip()
-    if not value.startswith("/"):
-        raise r.fail("URL_PREFIX", f"must start with '/'; got {value[:40]!r}.")
-    return value.rstrip("/") or ""
-
-
-def _default_next(r: _Reader) -> str:
-    value = str(r.get("DEFAULT_NEXT", "/")).strip()
-    if safe_next(value) is None:
-        raise r.fail(
-            "DEFAULT_NEXT", f"must be a path on this site such as '/'; got {value[:80]!r}."
-        )
-    return value
-
-
-def _timeout(r: _Reader) -> float:
-    value = r.get("TIMEOUT", TIMEOUT)
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not 0 < seconds <= 300:
-        raise r.fail("TIMEOUT", f"must be a number of seconds in (0, 300]; got {value!r}.")
-    return seconds
+def markdown_table(prefix: str = "ALIPAY_") -> str:
+    """The settings table of ``docs/configuration.md``, made from SETTINGS."""
+    rows = ["| key | default | meaning | Logto |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        key = f"`{prefix}{setting.key}`"
+        if setting.material:
+            key += f" / `{prefix}{setting.key}_FILE`"
+        if setting.shown is not None:
+            default = setting.shown
+        elif setting.default is REQUIRED:
+            default = "required"
+        else:
+            default = f"`{setting.default}`"
+        logto = f"`{setting.logto}`" if setting.logto else "—"
+        rows.append(f"| {key} | {default} | {setting.doc} | {logto} |")
+    return "\n".join(rows)

@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
-from .client import TOKEN_METHOD, Gateway
-from .config import ENDPOINTS, AlipayConfig, inspect_config
+from .config import AlipayConfig, inspect_config
 from .errors import AlipayError
+from .gateway import Gateway
+from .protocol import ENDPOINTS, TOKEN_METHOD
 
 if TYPE_CHECKING:
     from .extension import AlipayLogin
@@ -202,7 +203,7 @@ def probe(cfg: AlipayConfig) -> Finding:
     except AlipayError as error:
         return _verdict(error, cfg)
     finally:
-        gateway.http.close()
+        gateway.close()
     return Finding("error", "Live: Alipay granted a token for a made-up code. Is this Alipay?")
 
 

@@ -1,23 +1,35 @@
-"""AlipayError and friends, and the sub_code catalogue with human fixes.
+"""What can go wrong, one class per kind, each with its HTTP status and a human fix.
 
 Alipay's sub_codes are terse and its console is in Chinese, so every error
 carries a ``hint`` that says what to change, in English with the Chinese term
-the user will see in the console.
+the user will see in the console.  ``reason`` names the kind as a short string
+for logs and for code written before the classes existed.
 """
 
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 __all__ = [
     "HINTS",
     "REASON_HINTS",
     "AlipayConfigError",
     "AlipayError",
+    "AlipayRefused",
+    "AppIdMismatch",
+    "CertificateRotated",
+    "GatewayTimedOut",
+    "GatewayUnreachable",
+    "InvalidState",
+    "MalformedAnswer",
+    "SignInCancelled",
+    "UnverifiedAnswer",
+    "error_class",
     "redact",
 ]
 
-#: sub_code -> what it means and what to do (ALIPAY.md §8).
+#: sub_code -> what it means and what to do (docs/protocol.md §8).
 HINTS: dict[str, str] = {
     "isv.code-invalid": (
         "The auth_code (授权码) is wrong, already used, expired, or was issued to "
@@ -74,38 +86,6 @@ HINTS: dict[str, str] = {
     "aop.unknow-error": "Alipay is busy (系统繁忙). Try again later.",
 }
 
-#: Our own failure reasons (no sub_code) -> what to do.
-REASON_HINTS: dict[str, str] = {
-    "state": (
-        "The sign-in link expired or was already used (state mismatch). Start "
-        "the sign-in again from this site."
-    ),
-    "cancelled": (
-        "Alipay returned without an auth_code: the sign-in was cancelled or "
-        "refused. Start it again if you want to sign in."
-    ),
-    "app_id": (
-        "The callback names another APPID than ALIPAY_APP_ID. Check that the "
-        "授权回调地址 in the console belongs to this app."
-    ),
-    "signature": (
-        "Alipay's answer did not verify. ALIPAY_PUBLIC_KEY must be Alipay's "
-        "public key (支付宝公钥) from the console, not your app public key."
-    ),
-    "cert_rotated": (
-        "Alipay rotated its certificate (支付宝公钥证书): download the new "
-        "alipayCertPublicKey_RSA2.crt from the console and update ALIPAY_ALIPAY_CERT."
-    ),
-    "malformed": "Alipay's answer was not in the expected shape. Try again later.",
-    "unreachable": (
-        "The Alipay gateway could not be reached. Check ALIPAY_GATEWAY_URL and "
-        "this server's outbound network."
-    ),
-    "timeout": (
-        "The Alipay gateway did not answer within ALIPAY_TIMEOUT seconds. Try again later."
-    ),
-}
-
 # Values that must never reach a log line or a page.  Alipay's own
 # isv.invalid-signature sub_msg quotes the string to sign, code included.
 _SECRET_VALUE = re.compile(
@@ -122,39 +102,49 @@ def redact(text: str) -> str:
 class AlipayError(Exception):
     """A sign-in or gateway call that failed; safe to log and to show.
 
-    ``status_code`` is the HTTP status the callback answers with: 400 for a bad
-    callback or a spent auth_code, 502 for Alipay errors and answers that do not
-    verify, 504 for a timeout.
+    Catch this to handle every failure, or one subclass for one kind.  Each
+    kind has its ``status_code`` (what the callback answers), its ``reason``
+    and its ``default_hint``; the constructor can override any of them.
     """
+
+    #: The HTTP status a view answers with for this kind of failure.
+    default_status: ClassVar[int] = 502
+    #: A short name for the kind, for logs and older code.
+    default_reason: ClassVar[str] = "alipay"
+    #: The fix for this kind when Alipay gave no sub_code we know.
+    default_hint: ClassVar[str] = "Try again later."
+    #: The message when the raiser gives none.
+    default_message: ClassVar[str] = "Sign-in with Alipay failed."
 
     def __init__(
         self,
-        message: str,
+        message: str | None = None,
         *,
-        reason: str = "alipay",
+        reason: str | None = None,
         code: str | None = None,
         sub_code: str | None = None,
         sub_msg: str | None = None,
-        status_code: int = 502,
+        status_code: int | None = None,
     ) -> None:
+        message = message or self.default_message
         super().__init__(message)
         self.message = message
-        self.reason = reason
+        self.reason = reason or self.default_reason
         self.code = code
         self.sub_code = sub_code
         self.sub_msg = redact(sub_msg) if sub_msg else sub_msg
-        self.status_code = status_code
+        self.status_code = status_code or self.default_status
 
     @property
     def hint(self) -> str:
-        """A human fix: the sub_code's, else our reason's, else a generic one."""
-        if self.sub_code and self.sub_code in HINTS:
-            return HINTS[self.sub_code]
-        if self.reason in REASON_HINTS:
-            return REASON_HINTS[self.reason]
+        """A human fix: the sub_code's, else this kind's."""
         if self.sub_code:
-            return f"Alipay answered {self.sub_code}; see its sub_msg for details."
-        return "Try again later."
+            return HINTS.get(
+                self.sub_code, f"Alipay answered {self.sub_code}; see its sub_msg for details."
+            )
+        if type(self) is AlipayError:
+            return REASON_HINTS.get(self.reason, self.default_hint)
+        return self.default_hint
 
     def __str__(self) -> str:
         if self.sub_code:
@@ -166,6 +156,121 @@ class AlipayError(Exception):
             f"{type(self).__name__}({self.message!r}, reason={self.reason!r}, "
             f"sub_code={self.sub_code!r}, status_code={self.status_code})"
         )
+
+
+class InvalidState(AlipayError):
+    """The callback's ``state`` is missing, unknown, expired or already used."""
+
+    default_status = 400
+    default_reason = "state"
+    default_hint = (
+        "The sign-in link expired or was already used (state mismatch). Start "
+        "the sign-in again from this site."
+    )
+
+
+class SignInCancelled(AlipayError):
+    """The callback came back without an ``auth_code``."""
+
+    default_status = 400
+    default_reason = "cancelled"
+    default_hint = (
+        "Alipay returned without an auth_code: the sign-in was cancelled or "
+        "refused. Start it again if you want to sign in."
+    )
+
+
+class AppIdMismatch(AlipayError):
+    """The callback names another APPID than ours."""
+
+    default_status = 400
+    default_reason = "app_id"
+    default_hint = (
+        "The callback names another APPID than ALIPAY_APP_ID. Check that the "
+        "授权回调地址 in the console belongs to this app."
+    )
+
+
+class AlipayRefused(AlipayError):
+    """Alipay answered with an error (``sub_code`` says which).
+
+    A spent or wrong ``auth_code`` (``isv.code-invalid``) is the browser's
+    problem and answers 400; every other refusal is 502.
+    """
+
+    default_status = 502
+    default_reason = "alipay"
+    default_message = "Alipay refused the request."
+
+
+class UnverifiedAnswer(AlipayError):
+    """An answer whose signature is missing or does not verify."""
+
+    default_reason = "signature"
+    default_hint = (
+        "Alipay's answer did not verify. ALIPAY_PUBLIC_KEY must be Alipay's "
+        "public key (支付宝公钥) from the console, not your app public key."
+    )
+
+
+class CertificateRotated(UnverifiedAnswer):
+    """Certificate mode: the answer names an Alipay certificate we do not hold."""
+
+    default_reason = "cert_rotated"
+    default_hint = (
+        "Alipay rotated its certificate (支付宝公钥证书): download the new "
+        "alipayCertPublicKey_RSA2.crt from the console and update ALIPAY_ALIPAY_CERT."
+    )
+
+
+class MalformedAnswer(AlipayError):
+    """An answer that is not in the shape Alipay signs: HTML, truncated, too large."""
+
+    default_reason = "malformed"
+    default_hint = "Alipay's answer was not in the expected shape. Try again later."
+
+
+class GatewayUnreachable(AlipayError):
+    """The gateway could not be reached at all."""
+
+    default_reason = "unreachable"
+    default_hint = (
+        "The Alipay gateway could not be reached. Check ALIPAY_GATEWAY_URL and "
+        "this server's outbound network."
+    )
+
+
+class GatewayTimedOut(AlipayError):
+    """The gateway did not answer within ``ALIPAY_TIMEOUT``."""
+
+    default_status = 504
+    default_reason = "timeout"
+    default_hint = (
+        "The Alipay gateway did not answer within ALIPAY_TIMEOUT seconds. Try again later."
+    )
+
+
+_KINDS: tuple[type[AlipayError], ...] = (
+    InvalidState,
+    SignInCancelled,
+    AppIdMismatch,
+    UnverifiedAnswer,
+    CertificateRotated,
+    MalformedAnswer,
+    GatewayUnreachable,
+    GatewayTimedOut,
+)
+
+#: reason -> its fix, for every kind that has one of its own.
+REASON_HINTS: dict[str, str] = {kind.default_reason: kind.default_hint for kind in _KINDS}
+
+
+def error_class(reason: str) -> type[AlipayError]:
+    """The class for a ``reason`` string, so code that knows only reasons gets the kind."""
+    for kind in _KINDS:
+        if kind.default_reason == reason:
+            return kind
+    return AlipayRefused if reason == "alipay" else AlipayError
 
 
 class AlipayConfigError(ValueError):

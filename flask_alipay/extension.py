@@ -1,4 +1,9 @@
-"""AlipayLogin: reads the config once, wires the blueprint, keeps per-app state."""
+"""AlipayLogin: reads the config once, wires the blueprint, keeps per-app state.
+
+A sign-in flows one way from here: views.py -> oauth.py (Authlib) ->
+gateway.py (HTTP) -> protocol.py (requests and answers as data) ->
+signing.py -> keys.py.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,21 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app, session
 from flask.sessions import SecureCookieSessionInterface
+from flask.typing import ResponseReturnValue
 
-from .client import USER_INFO_METHOD, AlipayOAuth2App, Gateway
 from .config import AlipayConfig, load_config
-from .errors import AlipayConfigError, AlipayError
-from .identity import AlipayUser, guard
+from .errors import AlipayConfigError, AlipayError, MalformedAnswer
+from .gateway import Gateway
+from .identity import ANONYMOUS, AlipayUser, AnonymousAlipayUser, default_unauthorized, guard
+from .oauth import AlipayOAuth2App
+from .protocol import IDENTITY_FIELDS, USER_INFO_METHOD
 from .signals import token_refreshed
-from .views import make_blueprint, render_error
+from .views import as_http_error, make_blueprint
 
-__all__ = ["AlipayLogin"]
+__all__ = ["DIAGNOSING", "AlipayLogin"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+U = TypeVar("U", bound=Callable[[], ResponseReturnValue])
 
 #: Set by ``flask alipay check`` while it loads the app, so that a broken config
 #: is reported in full by the check instead of stopping the app at init_app.
@@ -57,6 +66,7 @@ class AlipayLogin:
         self.name = name
         self.config_prefix = config_prefix
         self._states: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
+        self._unauthorized: Callable[[], ResponseReturnValue] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -70,30 +80,45 @@ class AlipayLogin:
             if DIAGNOSING.get():
                 return  # `flask alipay check` reports every problem itself
             raise
-        self._install(app, config)
+        self.reconfigure(app, config)
         app.register_blueprint(make_blueprint(self, config.url_prefix))
         if not _has_handler(app, AlipayError):
-            app.register_error_handler(AlipayError, lambda e: render_error(self, e))
+            # An AlipayError escaping one of the site's own views (alipay.call()
+            # in a view, say) is a plain 502/504, not the sign-in error page.
+            app.register_error_handler(AlipayError, as_http_error)
 
     # Per-app state ------------------------------------------------------
 
-    def _install(self, app: Flask, config: AlipayConfig) -> None:
-        """Build the per-app gateway and client; the test emulator re-points apps with it."""
-        gateway = Gateway(config)
-        self._states[app] = _AppState(config, gateway, AlipayOAuth2App(gateway, self.name))
+    def config_for(self, app: Flask) -> AlipayConfig:
+        """The settings ``app`` runs with, outside a request as well."""
+        try:
+            return self._states[app].config
+        except KeyError:
+            raise RuntimeError(self._not_initialised()) from None
 
-    def _config_for(self, app: Flask) -> AlipayConfig:
-        return self._states[app].config
+    def reconfigure(self, app: Flask, config: AlipayConfig) -> None:
+        """Run ``app`` with other settings from now on: a new gateway and client.
+
+        For tools that re-point a running app, such as the emulator's
+        ``point()``; ``config_for(app)`` beforehand gives what to restore.
+        """
+        gateway = Gateway(config)
+        old = self._states.get(app)
+        self._states[app] = _AppState(config, gateway, AlipayOAuth2App(gateway, self.name))
+        if old is not None:
+            old.gateway.close()
 
     def _state(self) -> _AppState:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         try:
             return self._states[app]
         except KeyError:
-            raise RuntimeError(
-                f"AlipayLogin {self.name!r} is not initialised on this app: call "
-                "init_app(app) first."
-            ) from None
+            raise RuntimeError(self._not_initialised()) from None
+
+    def _not_initialised(self) -> str:
+        return (
+            f"AlipayLogin {self.name!r} is not initialised on this app: call init_app(app) first."
+        )
 
     @property
     def config(self) -> AlipayConfig:
@@ -117,8 +142,11 @@ class AlipayLogin:
         return f"_{self.name}_user"
 
     @property
-    def current_user(self) -> AlipayUser | None:
-        """The signed-in user, or None; read from the session each time."""
+    def current_user(self) -> AlipayUser | AnonymousAlipayUser:
+        """The signed-in user, or the falsy anonymous user; read from the session each time."""
+        return self._session_user() or ANONYMOUS
+
+    def _session_user(self) -> AlipayUser | None:
         fields = session.get(self.session_key)
         if not isinstance(fields, dict):
             return None
@@ -133,7 +161,7 @@ class AlipayLogin:
 
     def forget(self) -> AlipayUser | None:
         """Clear the identity; return who was signed in."""
-        user = self.current_user
+        user = self._session_user()
         session.pop(self.session_key, None)
         return user
 
@@ -141,18 +169,29 @@ class AlipayLogin:
         """``@login_required`` for this instance."""
         return guard(lambda: self, view)
 
-    def user_from_token(self, token: dict[str, Any]) -> AlipayUser:
+    def unauthorized_handler(self, callback: U) -> U:
+        """Decorate the function that answers a visitor who is not signed in.
+
+        It takes no arguments and returns a response, as Flask-Login's does.
+        """
+        self._unauthorized = callback
+        return callback
+
+    def unauthorized(self) -> ResponseReturnValue:
+        """The answer for someone who is not signed in: the site's handler, else ours."""
+        if self._unauthorized is not None:
+            return current_app.ensure_sync(self._unauthorized)()  # type: ignore[no-any-return]
+        return default_unauthorized(self)
+
+    def user_from_token(self, token: Mapping[str, Any]) -> AlipayUser:
         """The user behind a fresh token: the profile for auth_user, the ids for auth_base."""
-        ids = {k: token[k] for k in ("user_id", "open_id", "union_id") if token.get(k)}
+        ids = {k: token[k] for k in IDENTITY_FIELDS if token.get(k)}
         if self.config.scope == "auth_base":
             return _user(ids)
         profile = self.fetch_profile(token["access_token"])
         for name in ("user_id", "open_id"):
             if ids.get(name) and profile.get(name) and profile[name] != ids[name]:
-                raise AlipayError(
-                    "Alipay's profile belongs to another user than the token.",
-                    reason="malformed",
-                )
+                raise MalformedAnswer("Alipay's profile belongs to another user than the token.")
         return _user({**ids, **profile})
 
     # Calls after sign-in: need an app context, not a request --------------
@@ -185,13 +224,7 @@ class AlipayLogin:
 
     def refresh_token(self, refresh_token: str) -> dict[str, Any]:
         """Trade a refresh token for a new verified token; sends ``token_refreshed``."""
-        cfg = self.config
-        with self.oauth._get_oauth_client() as client:
-            token = dict(
-                client.refresh_token(
-                    cfg.gateway_url, refresh_token=refresh_token, timeout=cfg.timeout
-                )
-            )
+        token = self.oauth.refresh(refresh_token)
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         token_refreshed.send(app, token=token, name=self.name)
         return token
@@ -201,9 +234,7 @@ def _user(fields: Mapping[str, Any]) -> AlipayUser:
     try:
         return AlipayUser(fields)
     except ValueError:
-        raise AlipayError(
-            "Alipay's answer has neither open_id nor user_id.", reason="malformed"
-        ) from None
+        raise MalformedAnswer("Alipay's answer has neither open_id nor user_id.") from None
 
 
 def _require_secret_key(app: Flask) -> None:
@@ -224,4 +255,6 @@ def secret_key_problem(app: Flask) -> str | None:
 
 def _has_handler(app: Flask, exc_class: type[BaseException]) -> bool:
     handlers = app.error_handler_spec.get(None, {}).get(None, {})
-    return any(issubclass(exc_class, cls) for cls in handlers if cls is not Exception)
+    return any(
+        issubclass(exc_class, cls) for cls in handlers if cls not in (Exception, BaseException)
+    )

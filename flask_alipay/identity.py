@@ -1,4 +1,4 @@
-"""Who is signed in: AlipayUser, what lives in the session, and the guards.
+"""Who is signed in: AlipayUser, the anonymous user, and the guard for views.
 
 Only the identity and profile are kept in the session, never tokens: the
 session is a signed but readable cookie by default.
@@ -17,7 +17,14 @@ from werkzeug.local import LocalProxy
 if TYPE_CHECKING:
     from .extension import AlipayLogin
 
-__all__ = ["PROFILE_FIELDS", "AlipayUser", "current_alipay_user", "login_required"]
+__all__ = [
+    "EXEMPT_METHODS",
+    "PROFILE_FIELDS",
+    "AlipayUser",
+    "AnonymousAlipayUser",
+    "current_alipay_user",
+    "login_required",
+]
 
 #: The profile fields kept, as Alipay names them.
 PROFILE_FIELDS = (
@@ -31,6 +38,10 @@ PROFILE_FIELDS = (
     "city",
 )
 
+#: Methods ``login_required`` lets through unchecked, as Flask-Login does: CORS
+#: preflights carry no cookies, so they can never be signed in.
+EXEMPT_METHODS = frozenset({"OPTIONS"})
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -42,6 +53,9 @@ class AlipayUser(Mapping[str, str]):
     """
 
     __slots__ = ("_fields",)
+
+    is_authenticated = True
+    is_anonymous = False
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
         kept = {
@@ -88,7 +102,48 @@ class AlipayUser(Mapping[str, str]):
         return dict(self._fields)
 
 
-def _default_extension() -> AlipayLogin:
+class AnonymousAlipayUser(Mapping[str, str]):
+    """Nobody is signed in: falsy, empty, ``is_authenticated`` False.
+
+    ``current_alipay_user`` is this rather than None, so ``if
+    current_alipay_user:`` and ``current_alipay_user.get("nick_name")`` both
+    work for everyone, as with Flask-Login's ``AnonymousUserMixin``.
+    """
+
+    __slots__ = ()
+
+    is_authenticated = False
+    is_anonymous = True
+    id: str | None = None
+    id_kind: str | None = None
+
+    def __getitem__(self, name: str) -> str:
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AnonymousAlipayUser)
+
+    def __hash__(self) -> int:
+        return hash(AnonymousAlipayUser)
+
+    def __repr__(self) -> str:
+        return "AnonymousAlipayUser()"
+
+    def to_dict(self) -> dict[str, str]:
+        return {}
+
+
+ANONYMOUS = AnonymousAlipayUser()
+
+
+def default_extension() -> AlipayLogin:
+    """The app's ``"alipay"`` instance, which the module-level helpers refer to."""
     ext = current_app.extensions.get("alipay")
     if ext is None:
         raise RuntimeError(
@@ -98,23 +153,25 @@ def _default_extension() -> AlipayLogin:
     return cast("AlipayLogin", ext)
 
 
-def _current_user() -> AlipayUser | None:
-    return _default_extension().current_user
+def _current_user() -> AlipayUser | AnonymousAlipayUser:
+    return default_extension().current_user
 
 
-#: The signed-in AlipayUser of the default ("alipay") instance, or None.
-current_alipay_user: AlipayUser | None = cast("AlipayUser | None", LocalProxy(_current_user))
+#: The default ("alipay") instance's user: an AlipayUser, or the falsy AnonymousAlipayUser.
+current_alipay_user: AlipayUser | AnonymousAlipayUser = cast(
+    "AlipayUser | AnonymousAlipayUser", LocalProxy(_current_user)
+)
 
 
 def guard(get_extension: Callable[[], AlipayLogin], view: F) -> F:
-    """Wrap a view so only a signed-in user reaches it."""
+    """Wrap a view so only a signed-in user reaches it (and CORS preflights pass)."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
         ext = get_extension()
-        if ext.current_user is not None:
+        if request.method in EXEMPT_METHODS or ext.current_user.is_authenticated:
             return cast(ResponseReturnValue, current_app.ensure_sync(view)(*args, **kwargs))
-        return unauthorized(ext)
+        return ext.unauthorized()
 
     return cast(F, wrapper)
 
@@ -123,20 +180,20 @@ def login_required(view: F) -> F:
     """Let a signed-in Alipay user through; send others to sign in.
 
     A browser gets a 302 to the login view with ``next`` set to this page; a
-    request that prefers JSON gets a 401 JSON body instead.
+    request that prefers JSON gets a 401 JSON body instead.  A site can
+    answer its own way with ``@alipay.unauthorized_handler``.
     """
-    return guard(_default_extension, view)
+    return guard(default_extension, view)
 
 
-def unauthorized(ext: AlipayLogin) -> ResponseReturnValue:
-    """The answer for someone who is not signed in."""
+def default_unauthorized(ext: AlipayLogin) -> ResponseReturnValue:
+    """The answer for someone who is not signed in, unless the site chose its own."""
     here = request.script_root + request.path
     if request.query_string:
         here += "?" + request.query_string.decode("latin-1")
     login_url = url_for(f"{ext.name}.login", next=here)
     if _prefers_json():
-        body = jsonify(error="login_required", login_url=login_url)
-        return body, 401
+        return jsonify(error="login_required", login_url=login_url), 401
     return redirect(login_url)
 
 

@@ -1,86 +1,61 @@
-"""The blueprint: login, callback, logout, and the small error page."""
+"""The blueprint: login, callback, logout, and the error page of its own views.
+
+This is the only layer that reads Flask's request globals; everything below
+is handed what it needs.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import (
     Blueprint,
+    Flask,
     Response,
     current_app,
     redirect,
-    render_template_string,
+    render_template,
     request,
+    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, InternalServerError, default_exceptions
 
 from .errors import AlipayError
+from .oauth import callback_code
 from .redirects import safe_next
 from .signals import login_failed, user_logged_in, user_logged_out
 
 if TYPE_CHECKING:
     from .extension import AlipayLogin
 
-__all__ = ["ERROR_PAGE", "make_blueprint", "render_error"]
+__all__ = ["ERROR_TEMPLATE", "as_http_error", "make_blueprint", "render_error"]
 
 log = logging.getLogger("flask_alipay")
 
-ERROR_PAGE = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>支付宝登录失败 · Sign-in failed</title>
-<style>
-body{font:16px/1.5 system-ui,-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;
-background:#f5f7fa;color:#1f2329;margin:0;display:flex;min-height:100vh;
-align-items:center;justify-content:center}
-main{background:#fff;border-radius:12px;box-shadow:0 2px 12px #0001;padding:2rem;max-width:32rem}
-h1{font-size:1.25rem;margin:0 0 .5rem}p{margin:.5rem 0}.hint{color:#646a73}
-code{background:#f2f3f5;padding:.1rem .3rem;border-radius:4px}
-a.button{display:inline-block;margin-top:1rem;background:#1677ff;color:#fff;
-padding:.5rem 1.25rem;border-radius:6px;text-decoration:none}
-</style></head><body><main>
-<h1>支付宝登录未完成 · Sign-in with Alipay did not complete</h1>
-<p>{{ error.message }}</p>
-{% if debug %}<p class="hint">{{ error.hint }}</p>
-{% if error.sub_code %}<p><code>{{ error.sub_code }}</code> {{ error.sub_msg or "" }}</p>{% endif %}
-{% else %}<p class="hint">{{ short_hint }}</p>{% endif %}
-<a class="button" href="{{ retry_url }}">重试 · Try again</a>
-</main></body></html>
-"""
-
-
-def render_error(ext: AlipayLogin, error: AlipayError) -> ResponseReturnValue:
-    """The small HTML page for an AlipayError; full hint only in debug mode."""
-    hint = error.hint
-    short_hint = hint.split(". ")[0].rstrip(".") + "."
-    html = render_template_string(
-        ERROR_PAGE,
-        error=error,
-        debug=current_app.debug,
-        short_hint=short_hint,
-        retry_url=url_for(f"{ext.name}.login"),
-    )
-    return html, error.status_code
+#: The error page's template; a site overrides it with its own file of that name.
+ERROR_TEMPLATE = "flask_alipay/error.html"
 
 
 def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
     """A blueprint named after the extension, so several instances can coexist."""
-    bp = Blueprint(ext.name, __name__, url_prefix=url_prefix)
+    bp = Blueprint(ext.name, __name__, url_prefix=url_prefix, template_folder="templates")
 
     @bp.route("/login")
     def login() -> ResponseReturnValue:
         cfg = ext.config
         next_url = safe_next(request.args.get("next")) or cfg.default_next
         redirect_uri = cfg.redirect_uri or url_for(f"{ext.name}.callback", _external=True)
-        return redirect(ext.oauth.start(redirect_uri, next_url))
+        return redirect(ext.oauth.begin(session, redirect_uri, next_url))
 
     @bp.route("/callback")
     def callback() -> ResponseReturnValue:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         try:
-            token, state_data = ext.oauth.authorize_access_token()
+            pending = ext.oauth.take_state(session, request.args.get("state"))
+            token = ext.oauth.exchange(callback_code(request.args, ext.config.app_id))
             user = ext.user_from_token(token)
         except AlipayError as error:
             log.warning(
@@ -97,7 +72,7 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
         for _receiver, result in user_logged_in.send(app, user=user, token=token, name=ext.name):
             if isinstance(result, Response):
                 return result
-        return redirect(str(state_data.get("next") or ext.config.default_next))
+        return redirect(str(pending.get("next") or ext.config.default_next))
 
     @bp.route("/logout", methods=["GET", "POST"])
     def logout() -> ResponseReturnValue:
@@ -108,4 +83,40 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
         next_url = safe_next(request.values.get("next")) or ext.config.default_next
         return redirect(next_url)
 
+    bp.register_error_handler(AlipayError, lambda error: render_error(ext, error))
     return bp
+
+
+def render_error(ext: AlipayLogin, error: AlipayError) -> ResponseReturnValue:
+    """The sign-in error page, for the blueprint's own views; a site's own handler wins."""
+    handler = site_handler(current_app, error)
+    if handler is not None:
+        return handler(error)  # type: ignore[no-any-return]
+    hint = error.hint
+    html = render_template(
+        ERROR_TEMPLATE,
+        error=error,
+        debug=current_app.debug,
+        short_hint=hint.split(". ")[0].rstrip(".") + ".",
+        retry_url=url_for(f"{ext.name}.login"),
+    )
+    return html, error.status_code
+
+
+def as_http_error(error: AlipayError) -> ResponseReturnValue:
+    """An AlipayError from one of the site's own views: a plain HTTP error, not our page."""
+    exception_class = default_exceptions.get(error.status_code, InternalServerError)
+    http_error: HTTPException = exception_class()
+    return current_app.handle_http_exception(http_error)
+
+
+def site_handler(app: Flask, error: AlipayError) -> Any:
+    """The handler the site registered for this error's class or a parent up to AlipayError."""
+    handlers = app.error_handler_spec.get(None, {}).get(None, {})
+    for cls in type(error).__mro__:
+        handler = handlers.get(cls)
+        if handler is not None and handler is not as_http_error:
+            return handler
+        if cls is AlipayError:
+            break
+    return None

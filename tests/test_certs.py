@@ -72,9 +72,9 @@ def cert_config(app_key: rsa.RSAPrivateKey, **changes: Any) -> dict[str, Any]:
     config = {
         "ALIPAY_APP_ID": "2021001161683774",
         "ALIPAY_PRIVATE_KEY": pem_private(app_key),
-        "ALIPAY_APP_CERT": str(VECTORS / "appCertPublicKey_2021001161683774.crt"),
+        "ALIPAY_APP_CERT_FILE": str(VECTORS / "appCertPublicKey_2021001161683774.crt"),
         "ALIPAY_ALIPAY_CERT": (VECTORS / "alipayCertPublicKey_RSA2.crt").read_text(),
-        "ALIPAY_ROOT_CERT": str(VECTORS / "alipayRootCert.crt"),
+        "ALIPAY_ROOT_CERT_FILE": str(VECTORS / "alipayRootCert.crt"),
     }
     config.update(changes)
     return {k: v for k, v in config.items() if v is not None}
@@ -85,22 +85,39 @@ def test_app_cert_must_carry_our_public_key(app_key: rsa.RSAPrivateKey) -> None:
         load_config(cert_config(app_key))
 
 
-@pytest.mark.parametrize("missing", ["ALIPAY_APP_CERT", "ALIPAY_ALIPAY_CERT", "ALIPAY_ROOT_CERT"])
+@pytest.mark.parametrize(
+    "missing", ["ALIPAY_APP_CERT_FILE", "ALIPAY_ALIPAY_CERT", "ALIPAY_ROOT_CERT_FILE"]
+)
 def test_certificate_mode_needs_all_three(app_key: rsa.RSAPrivateKey, missing: str) -> None:
-    with pytest.raises(AlipayConfigError, match=f"{missing} is required in certificate mode"):
+    key = missing.removesuffix("_FILE")
+    with pytest.raises(
+        AlipayConfigError, match=rf"{key} \(or {key}_FILE\) is required in certificate mode"
+    ):
         load_config(cert_config(app_key, **{missing: None}))
+
+
+def test_a_certificate_path_goes_in_the_file_setting(app_key: rsa.RSAPrivateKey) -> None:
+    path = str(VECTORS / "alipayCertPublicKey_RSA2.crt")
+    with pytest.raises(AlipayConfigError, match="for a path, set ALIPAY_ALIPAY_CERT_FILE"):
+        load_config(cert_config(app_key, ALIPAY_ALIPAY_CERT=path))
+    with pytest.raises(AlipayConfigError, match="ALIPAY_APP_CERT and ALIPAY_APP_CERT_FILE are"):
+        load_config(cert_config(app_key, ALIPAY_APP_CERT="-----BEGIN CERTIFICATE-----"))
 
 
 def test_unreadable_and_broken_certificate_settings(
     app_key: rsa.RSAPrivateKey, tmp_path: Path
 ) -> None:
-    with pytest.raises(AlipayConfigError, match="ALIPAY_ROOT_CERT names a file that cannot"):
-        load_config(cert_config(app_key, ALIPAY_ROOT_CERT=str(tmp_path / "nope.crt")))
+    with pytest.raises(AlipayConfigError, match="ALIPAY_ROOT_CERT_FILE names a file that cannot"):
+        load_config(cert_config(app_key, ALIPAY_ROOT_CERT_FILE=str(tmp_path / "nope.crt")))
     broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
     own = self_signed(app_key)
     with pytest.raises(AlipayConfigError, match="ALIPAY_ALIPAY_CERT is not a usable certificate"):
-        load_config(cert_config(app_key, ALIPAY_APP_CERT=own, ALIPAY_ALIPAY_CERT=broken))
-    loaded = load_config(cert_config(app_key, ALIPAY_APP_CERT=own))
+        load_config(
+            cert_config(
+                app_key, ALIPAY_APP_CERT_FILE=None, ALIPAY_APP_CERT=own, ALIPAY_ALIPAY_CERT=broken
+            )
+        )
+    loaded = load_config(cert_config(app_key, ALIPAY_APP_CERT_FILE=None, ALIPAY_APP_CERT=own))
     assert loaded.cert_mode and loaded.alipay_public_key is None
     assert loaded.app_cert_sn == leaf_certificates(own)[0].sn
     assert list(loaded.alipay_certs) == ["7513daaaa48aa3ba2e4018d84402479c"]

@@ -9,7 +9,8 @@ from conftest import serving
 from flask import Flask, Response
 
 from flask_alipay import AlipayError
-from flask_alipay.client import MAX_ANSWER_BYTES, beijing_timestamp
+from flask_alipay.gateway import MAX_ANSWER_BYTES
+from flask_alipay.protocol import beijing_timestamp
 
 
 @pytest.fixture

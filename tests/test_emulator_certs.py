@@ -140,13 +140,13 @@ def test_written_files_carry_the_emulators_sns(emulator: AlipayEmulator, tmp_pat
     paths = emulator.write_cert_files(tmp_path / "certs")
 
     assert paths == {
-        "ALIPAY_APP_CERT": tmp_path / "certs" / f"appCertPublicKey_{APP_ID}.crt",
-        "ALIPAY_ALIPAY_CERT": tmp_path / "certs" / "alipayCertPublicKey_RSA2.crt",
-        "ALIPAY_ROOT_CERT": tmp_path / "certs" / "alipayRootCert.crt",
+        "ALIPAY_APP_CERT_FILE": tmp_path / "certs" / f"appCertPublicKey_{APP_ID}.crt",
+        "ALIPAY_ALIPAY_CERT_FILE": tmp_path / "certs" / "alipayCertPublicKey_RSA2.crt",
+        "ALIPAY_ROOT_CERT_FILE": tmp_path / "certs" / "alipayRootCert.crt",
     }
-    app_text = paths["ALIPAY_APP_CERT"].read_text(encoding="ascii")
-    alipay_text = paths["ALIPAY_ALIPAY_CERT"].read_text(encoding="ascii")
-    root_text = paths["ALIPAY_ROOT_CERT"].read_text(encoding="ascii")
+    app_text = paths["ALIPAY_APP_CERT_FILE"].read_text(encoding="ascii")
+    alipay_text = paths["ALIPAY_ALIPAY_CERT_FILE"].read_text(encoding="ascii")
+    root_text = paths["ALIPAY_ROOT_CERT_FILE"].read_text(encoding="ascii")
     assert [cert_sn(der) for der in pem_blocks(app_text)] == [emulator.app_cert_sn()]
     assert [leaf.sn for leaf in leaf_certificates(alipay_text)] == [emulator.alipay_cert_sn]
     assert root_cert_sn(root_text) == emulator.root_cert_sn
@@ -491,12 +491,13 @@ def test_cli_cert_mode_writes_the_files_and_prints_their_paths(tmp_path: Path) -
         assert last.startswith("# Alipay emulator on http://127.0.0.1:")
         assert "ALIPAY_PUBLIC_KEY" not in settings
         assert settings["ALIPAY_PRIVATE_KEY"]  # no --app-public-key: a throwaway app key
-        assert settings["ALIPAY_APP_CERT"] == str(cert_dir / f"appCertPublicKey_{APP_ID}.crt")
-        assert settings["ALIPAY_ALIPAY_CERT"] == str(cert_dir / "alipayCertPublicKey_RSA2.crt")
-        assert settings["ALIPAY_ROOT_CERT"] == str(cert_dir / "alipayRootCert.crt")
-        app_text = Path(settings["ALIPAY_APP_CERT"]).read_text(encoding="ascii")
-        alipay_text = Path(settings["ALIPAY_ALIPAY_CERT"]).read_text(encoding="ascii")
-        root_text = Path(settings["ALIPAY_ROOT_CERT"]).read_text(encoding="ascii")
+        app_file = settings["ALIPAY_APP_CERT_FILE"]
+        assert app_file == str(cert_dir / f"appCertPublicKey_{APP_ID}.crt")
+        assert settings["ALIPAY_ALIPAY_CERT_FILE"] == str(cert_dir / "alipayCertPublicKey_RSA2.crt")
+        assert settings["ALIPAY_ROOT_CERT_FILE"] == str(cert_dir / "alipayRootCert.crt")
+        app_text = Path(app_file).read_text(encoding="ascii")
+        alipay_text = Path(settings["ALIPAY_ALIPAY_CERT_FILE"]).read_text(encoding="ascii")
+        root_text = Path(settings["ALIPAY_ROOT_CERT_FILE"]).read_text(encoding="ascii")
         assert len(leaf_certificates(alipay_text)) == 1
         assert len(root_cert_sn(root_text).split("_")) == 1
 
@@ -554,7 +555,7 @@ def test_cli_cert_dir_defaults_under_the_current_folder(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=10)
     folder = (tmp_path / "alipay-emulator-certs").resolve()
-    assert f"ALIPAY_ROOT_CERT={folder / 'alipayRootCert.crt'}\n" in printed
+    assert f"ALIPAY_ROOT_CERT_FILE={folder / 'alipayRootCert.crt'}\n" in printed
     assert sorted(p.name for p in folder.iterdir()) == [
         "alipayCertPublicKey_RSA2.crt",
         "alipayRootCert.crt",

@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-import requests
 from conftest import pem_private, query_of, start_login
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -22,9 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_alipay import AlipayError
-from flask_alipay.client import USER_INFO_METHOD, Gateway
 from flask_alipay.config import load_config
+from flask_alipay.gateway import Gateway, GatewayReply
 from flask_alipay.keys import public_key_base64
+from flask_alipay.protocol import USER_INFO_METHOD
 from flask_alipay.redirects import safe_next
 from flask_alipay.signing import AnswerFormatError, parse_answer
 
@@ -56,13 +56,6 @@ def signed_body(data: dict[str, Any], key: rsa.RSAPrivateKey, charset: str = "ut
     return b'{"' + NODE.encode() + b'":' + content + b',"sign":"' + sign.encode() + b'"}'
 
 
-def answer(body: bytes) -> requests.Response:
-    response = requests.Response()
-    response.status_code = 200
-    response._content = body
-    return response
-
-
 @pytest.fixture(scope="module")
 def gateway(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> Gateway:
     config = load_config(
@@ -77,7 +70,7 @@ def gateway(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> Gatewa
 
 def outcome(gateway: Gateway, body: bytes) -> dict[str, Any] | AlipayError:
     try:
-        return gateway.read_answer(USER_INFO_METHOD, answer(body))
+        return gateway.read(USER_INFO_METHOD, GatewayReply(200, body))
     except AlipayError as error:
         return error
 

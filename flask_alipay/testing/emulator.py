@@ -432,7 +432,8 @@ class EmulatorServer:
 
 # -- certificate mode: a throwaway PKI laid out like Alipay's ------------------
 
-#: The ``ALIPAY_*`` settings that name certificates, in the order they are written.
+#: The ``ALIPAY_*`` settings that hold certificates, in the order they are written; each
+#: has a ``_FILE`` twin that names the file instead.
 CERT_SETTINGS = ("ALIPAY_APP_CERT", "ALIPAY_ALIPAY_CERT", "ALIPAY_ROOT_CERT")
 #: A made-up Alipay partner id (2088...) for the certificates' subjects.
 _PARTNER_ID = "2088000000000000"
@@ -732,9 +733,12 @@ class AlipayEmulator:
         Alipay's file names; return the settings naming them (absolute paths)."""
         app_id = app_id or self.app_id
         files = {
-            "ALIPAY_APP_CERT": (f"appCertPublicKey_{app_id}.crt", self.app_cert_pem(app_id)),
-            "ALIPAY_ALIPAY_CERT": ("alipayCertPublicKey_RSA2.crt", self.alipay_cert_pem),
-            "ALIPAY_ROOT_CERT": ("alipayRootCert.crt", self.root_cert_pem),
+            "ALIPAY_APP_CERT_FILE": (
+                f"appCertPublicKey_{app_id}.crt",
+                self.app_cert_pem(app_id),
+            ),
+            "ALIPAY_ALIPAY_CERT_FILE": ("alipayCertPublicKey_RSA2.crt", self.alipay_cert_pem),
+            "ALIPAY_ROOT_CERT_FILE": ("alipayRootCert.crt", self.root_cert_pem),
         }
         folder = Path(directory).expanduser().absolute()
         folder.mkdir(parents=True, exist_ok=True)
@@ -996,10 +1000,10 @@ class AlipayEmulator:
             raise RuntimeError(f"the app has no AlipayLogin named {name!r}")
         if self.server is None:
             raise RuntimeError("the emulator is not running: start() or serve() it first")
-        original = extension._config_for(app)
+        original = extension.config_for(app)
         self._pointed.setdefault((id(app), name), (app, extension, original))
         self.register_app(original.app_id, original.private_key.public_key())
-        extension._install(
+        extension.reconfigure(
             app,
             dataclasses.replace(
                 original,
@@ -1013,7 +1017,7 @@ class AlipayEmulator:
     def unpoint(self) -> None:
         """Give every app that :meth:`point` changed its own settings back."""
         for app, extension, original in self._pointed.values():
-            extension._install(app, original)
+            extension.reconfigure(app, original)
         self._pointed.clear()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

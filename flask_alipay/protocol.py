@@ -1,0 +1,284 @@
+"""Alipay's gateway protocol as plain data: what a request is, how an answer is read.
+
+Nothing here does I/O or touches Flask.  ``signed_request`` turns a method and
+its parameters into the exact URL, body and headers to send; ``read_answer``
+turns the bytes that came back into a verified node or an :class:`AlipayError`.
+``gateway.py`` moves the bytes in between.  The rules, and where each comes
+from, are in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from .errors import (
+    AlipayError,
+    AlipayRefused,
+    CertificateRotated,
+    MalformedAnswer,
+    UnverifiedAnswer,
+    redact,
+)
+from .signing import (
+    SIGN_TYPES,
+    AnswerFormatError,
+    SignedAnswer,
+    parse_answer,
+    sign_text,
+    string_to_sign,
+    verify_signature,
+)
+
+if TYPE_CHECKING:
+    from .config import AlipayConfig
+
+__all__ = [
+    "BEIJING",
+    "CERT_PARAMS",
+    "CHARSETS",
+    "COMMON_PARAMS",
+    "ENDPOINTS",
+    "ERROR_NODE",
+    "IDENTITY_FIELDS",
+    "QUERY_PARAMS",
+    "SCOPES",
+    "SIGN_TYPES",
+    "SUCCESS_CODE",
+    "TIMESTAMP_FORMAT",
+    "TOKEN_METHOD",
+    "USER_INFO_METHOD",
+    "SignedRequest",
+    "alipay_error",
+    "answer_key",
+    "beijing_timestamp",
+    "node_name",
+    "normalise_token",
+    "parse",
+    "read_answer",
+    "signed_request",
+    "verify",
+    "wire_charset",
+]
+
+TOKEN_METHOD = "alipay.system.oauth.token"
+USER_INFO_METHOD = "alipay.user.info.share"
+
+#: ``auth_user`` shows a consent page and allows the profile call; ``auth_base`` is silent.
+SCOPES = ("auth_user", "auth_base")
+
+#: (authorize page, gateway) for production (False) and the sandbox (True).
+ENDPOINTS: dict[bool, tuple[str, str]] = {
+    False: (
+        "https://openauth.alipay.com/oauth2/publicAppAuthorize.htm",
+        "https://openapi.alipay.com/gateway.do",
+    ),
+    True: (
+        "https://openauth-sandbox.dl.alipaydev.com/oauth2/publicAppAuthorize.htm",
+        "https://openapi-sandbox.dl.alipaydev.com/gateway.do",
+    ),
+}
+
+#: Every accepted spelling of a charset -> the name the gateway expects on the wire.
+CHARSETS: dict[str, str] = {"utf8": "utf-8", "utf-8": "utf-8", "gbk": "GBK"}
+
+#: The gateway reads its timestamps as Beijing time, whatever the caller's zone.
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+#: Parameters every call carries; the official SDKs send them in the query string.
+COMMON_PARAMS = ("app_id", "method", "format", "charset", "sign_type", "timestamp", "version")
+#: Certificate mode adds these two signed common parameters.
+CERT_PARAMS = ("app_cert_sn", "alipay_root_cert_sn")
+#: Everything the official SDKs put in the query string; the rest goes in the body.
+QUERY_PARAMS = (*COMMON_PARAMS, "sign", "auth_token", *CERT_PARAMS)
+
+ERROR_NODE = "error_response"
+#: ``code`` of a successful business answer (a token answer has no code at all).
+SUCCESS_CODE = "10000"
+#: The ids an answer may carry for a user.
+IDENTITY_FIELDS = ("user_id", "open_id", "union_id")
+
+
+def node_name(method: str) -> str:
+    """``alipay.system.oauth.token`` answers in ``alipay_system_oauth_token_response``."""
+    return method.replace(".", "_") + "_response"
+
+
+def wire_charset(name: str | None) -> str | None:
+    """The wire name of a charset the gateway accepts, or None."""
+    if name is None:
+        return None
+    return CHARSETS.get(name.strip().lower())
+
+
+def beijing_timestamp(now: datetime | None = None) -> str:
+    """The gateway's timestamp: Beijing time whatever this server's zone is."""
+    moment = (now or datetime.now(timezone.utc)).astimezone(BEIJING)
+    return moment.strftime(TIMESTAMP_FORMAT)
+
+
+# Requests ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """One gateway call, signed and ready to send: the gateway POSTs ``body`` to ``url``."""
+
+    method: str
+    url: str = field(repr=False)
+    body: bytes = field(repr=False)
+    headers: Mapping[str, str]
+    #: The string that was signed; it holds the code or token, so it is never shown raw.
+    signed_text: str = field(repr=False)
+
+    @property
+    def redacted_text(self) -> str:
+        """The string to sign with secrets hidden, to diff against Alipay's 验签字符串."""
+        return redact(self.signed_text)
+
+
+def signed_request(
+    cfg: AlipayConfig,
+    method: str,
+    business: Mapping[str, str],
+    *,
+    auth_token: str | None = None,
+    now: datetime | None = None,
+) -> SignedRequest:
+    """Common parameters and ``sign`` in the query, business parameters in the body."""
+    common = {
+        "app_id": cfg.app_id,
+        "method": method,
+        "format": "JSON",
+        "charset": cfg.charset,
+        "sign_type": cfg.sign_type,
+        "timestamp": beijing_timestamp(now),
+        "version": "1.0",
+    }
+    if auth_token:
+        common["auth_token"] = auth_token
+    if cfg.app_cert_sn and cfg.alipay_root_cert_sn:
+        common["app_cert_sn"] = cfg.app_cert_sn
+        common["alipay_root_cert_sn"] = cfg.alipay_root_cert_sn
+    text = string_to_sign({**business, **common})
+    common["sign"] = sign_text(text, cfg.private_key, cfg.sign_type, cfg.charset)
+    separator = "&" if "?" in cfg.gateway_url else "?"
+    return SignedRequest(
+        method=method,
+        url=cfg.gateway_url + separator + urlencode(common, encoding=cfg.charset),
+        body=urlencode(business, encoding=cfg.charset).encode("ascii"),
+        headers={
+            "Content-Type": f"application/x-www-form-urlencoded;charset={cfg.charset}",
+            "Accept": "application/json",
+        },
+        signed_text=text,
+    )
+
+
+# Answers -------------------------------------------------------------------------
+
+
+def parse(cfg: AlipayConfig, method: str, status: int, body: bytes) -> SignedAnswer:
+    """Find the signed node of an answer, or raise MalformedAnswer."""
+    if status != 200:
+        raise MalformedAnswer(f"The Alipay gateway answered HTTP {status}.")
+    try:
+        return parse_answer(body, node_name(method), cfg.charset)
+    except AnswerFormatError as error:
+        raise MalformedAnswer(f"The Alipay gateway's answer is malformed: {error}.") from None
+
+
+def is_error(answer: SignedAnswer) -> bool:
+    """An ``error_response``, or a business node whose ``code`` is not 10000."""
+    data = answer.data
+    return answer.node == ERROR_NODE or ("code" in data and str(data["code"]) != SUCCESS_CODE)
+
+
+def answer_key(cfg: AlipayConfig, answer: SignedAnswer) -> RSAPublicKey | None:
+    """Alipay's public key, or in certificate mode the certificate the answer names."""
+    if not cfg.cert_mode:
+        return cfg.alipay_public_key
+    if not answer.cert_sn:
+        raise UnverifiedAnswer("Alipay's answer names no alipay_cert_sn.")
+    key = cfg.alipay_certs.get(answer.cert_sn)
+    if key is None:
+        raise CertificateRotated(
+            f"Alipay's answer is signed with certificate {answer.cert_sn[:40]}, "
+            "which ALIPAY_ALIPAY_CERT does not hold."
+        )
+    return key
+
+
+def verify(cfg: AlipayConfig, answer: SignedAnswer, key: RSAPublicKey | None) -> None:
+    """Raise UnverifiedAnswer unless ``answer`` is signed by ``key``."""
+    if key is None:
+        return
+    if not answer.sign:
+        raise UnverifiedAnswer("Alipay's answer is not signed.")
+    if not verify_signature(answer.content, answer.sign, key, cfg.sign_type):
+        raise UnverifiedAnswer("Alipay's answer did not verify with ALIPAY_PUBLIC_KEY.")
+
+
+def read_answer(cfg: AlipayConfig, method: str, status: int, body: bytes) -> dict[str, Any]:
+    """A verified answer's node, or the AlipayError it stands for.
+
+    Every success answer is verified; an error answer only when it is signed,
+    since Alipay leaves some unsigned.  An error is never returned as data.
+    """
+    answer = parse(cfg, method, status, body)
+    failed = is_error(answer)
+    if answer.sign or not failed:
+        verify(cfg, answer, answer_key(cfg, answer))
+    if failed:
+        raise alipay_error(answer.data)
+    return answer.data
+
+
+def alipay_error(data: Mapping[str, Any]) -> AlipayError:
+    """The AlipayRefused for an error node; a spent auth_code is the browser's 400."""
+    sub_code = str(data.get("sub_code") or "") or None
+    return AlipayRefused(
+        code=str(data.get("code") or "") or None,
+        sub_code=sub_code,
+        sub_msg=str(data.get("sub_msg") or data.get("msg") or "") or None,
+        status_code=400 if sub_code == "isv.code-invalid" else 502,
+    )
+
+
+def normalise_token(node: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
+    """The token as we promise it: ints for lifetimes, ``expires_at`` in epoch seconds."""
+    access_token = node.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise MalformedAnswer("Alipay's token answer has no access_token.")
+    token: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer"}
+    refresh_token = node.get("refresh_token")
+    if isinstance(refresh_token, str) and refresh_token:
+        token["refresh_token"] = refresh_token
+    for name in ("expires_in", "re_expires_in"):
+        if node.get(name) is not None:
+            token[name] = _seconds(node[name], name)
+    if "expires_in" in token:
+        token["expires_at"] = int(time.time() if now is None else now) + token["expires_in"]
+    for name in (*IDENTITY_FIELDS, "auth_start"):
+        value = node.get(name)
+        if isinstance(value, (str, int)) and str(value):
+            token[name] = str(value)
+    return token
+
+
+def _seconds(value: Any, name: str) -> int:
+    # Documented as strings, usually sent as numbers: accept both.
+    try:
+        seconds = int(str(value).strip())
+    except ValueError:
+        raise MalformedAnswer(f"Alipay's token answer has a bad {name}.") from None
+    if seconds < 0:
+        raise MalformedAnswer(f"Alipay's token answer has a bad {name}.")
+    return seconds
