@@ -433,14 +433,17 @@ def inspect_config(
     private_key: RSAPrivateKey | None = values["PRIVATE_KEY"]
     certificates = _certificates(r, values, private_key)
     public_key = None if certificates else values["PUBLIC_KEY"]
-    if public_key is not None and private_key is not None:
-        if same_public_key(public_key, private_key.public_key()):
-            r.fail(
-                r.used["PUBLIC_KEY"],
-                "is your app public key (应用公钥), the public half of "
-                f"{r.name('PRIVATE_KEY')}: paste Alipay's public key (支付宝公钥) "
-                "from the console instead.",
-            )
+    if (
+        public_key is not None
+        and private_key is not None
+        and same_public_key(public_key, private_key.public_key())
+    ):
+        r.fail(
+            r.used["PUBLIC_KEY"],
+            "is your app public key (应用公钥), the public half of "
+            f"{r.name('PRIVATE_KEY')}: paste Alipay's public key (支付宝公钥) "
+            "from the console instead.",
+        )
     if r.errors or private_key is None:
         return None, r.errors
     authorize_default, gateway_default = ENDPOINTS[values["SANDBOX"]]
