@@ -270,14 +270,14 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         _url,
         "the authorize page, an absolute http(s) URL (the emulator, a proxy)",
-        shown="from `SANDBOX`",
+        shown="from `{prefix}SANDBOX`",
     ),
     Setting(
         "GATEWAY_URL",
         None,
         _url,
         "the gateway, an absolute http(s) URL (the emulator, a proxy)",
-        shown="from `SANDBOX`",
+        shown="from `{prefix}SANDBOX`",
     ),
     Setting(
         "REDIRECT_URI",
@@ -523,7 +523,7 @@ def markdown_table(prefix: str = "ALIPAY_") -> str:
         if setting.material:
             key += f" / `{prefix}{setting.key}_FILE`"
         if setting.shown is not None:
-            default = setting.shown
+            default = setting.shown.replace("{prefix}", prefix)
         elif setting.default is REQUIRED:
             default = "required"
         else:

@@ -32,7 +32,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from flask_alipay.config import inspect_config
+from flask_alipay.config import inspect_config, markdown_table
 from flask_alipay.errors import HINTS, REASON_HINTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,7 +274,7 @@ def run_emulator(found: re.Match[str], tmp_path: Path) -> None:
             assert "ALIPAY_" + name in settings, server.output
         if "--cert-mode" in argv:  # the three certificate files instead of Alipay's public key
             for name in ("APP_CERT", "ALIPAY_CERT", "ROOT_CERT"):
-                path = Path(settings["ALIPAY_" + name])
+                path = Path(settings["ALIPAY_" + name + "_FILE"])
                 assert path.is_file() and path.is_relative_to(tmp_path.resolve()), path
             assert "ALIPAY_PUBLIC_KEY" not in settings
         else:
@@ -428,3 +428,13 @@ def test_configuration_lists_every_setting() -> None:
     reference = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = sorted(config.read - set(reference.split("`")))
     assert not missing, f"docs/configuration.md does not list {missing}"
+
+
+@pytest.mark.parametrize("page", ["docs/configuration.md", "README.md"])
+def test_settings_tables_come_from_the_settings_table(page: str) -> None:
+    """The tables are SETTINGS as markdown_table() renders it, word for word."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    assert markdown_table() in text, (
+        f"{page}'s settings table is not config.markdown_table(): paste the output of\n"
+        '  python -c "from flask_alipay.config import markdown_table; print(markdown_table())"'
+    )
