@@ -30,8 +30,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
 from loadsite import (
     STEPS,
     SignIn,

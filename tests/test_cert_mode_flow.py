@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import build_site, pem_private, sign_in
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.cli import FlaskGroup
+from support.browser import sign_in
+from support.keys import pem_private
+from support.site import build_site
 
 from flask_alipay import AlipayError, login_failed, user_logged_in
 from flask_alipay.testing import AlipayEmulator

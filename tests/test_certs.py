@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import VECTORS, pem_private
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from support.keys import VECTORS, pem_private
 
 from flask_alipay import AlipayConfigError
 from flask_alipay.certs import (

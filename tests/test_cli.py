@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import pem_body, pem_private, pem_public
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.cli import FlaskGroup
+from support.keys import pem_body, pem_private, pem_public
 
 from flask_alipay import AlipayLogin
 from flask_alipay.keys import load_private_key, public_key_base64
@@ -104,9 +104,9 @@ def run_check(config: dict[str, Any], *args: str, secret: bool = True) -> Result
 
 
 @pytest.fixture
-def good(emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey) -> dict[str, Any]:
+def good(alipay_emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey) -> dict[str, Any]:
     return {
-        **emulator.config(),
+        **alipay_emulator.config(),
         "ALIPAY_PRIVATE_KEY": pem_private(app_key),
         "ALIPAY_REDIRECT_URI": "https://shop.example.cn/alipay/callback",
     }
@@ -211,11 +211,11 @@ def test_warnings_exit_0(good: dict[str, Any], change: dict[str, Any], expected:
 # check --live ----------------------------------------------------------------
 
 
-def test_live_ok(good: dict[str, Any], emulator: AlipayEmulator) -> None:
+def test_live_ok(good: dict[str, Any], alipay_emulator: AlipayEmulator) -> None:
     result = run_check(good, "--live")
     assert result.exit_code == 0, result.output
     assert "Alipay accepted the APPID, the key and the signature" in result.output
-    (probe,) = emulator.requests
+    (probe,) = alipay_emulator.requests
     assert (
         probe.method == "alipay.system.oauth.token"
         and probe.form["grant_type"] == "authorization_code"
@@ -236,8 +236,8 @@ def test_live_unknown_app_id(good: dict[str, Any]) -> None:
     assert result.exit_code == 1 and "isv.invalid-app-id" in result.output
 
 
-def test_live_no_public_key_uploaded(good: dict[str, Any], emulator: AlipayEmulator) -> None:
-    emulator.register_app("2021000000008888", None)
+def test_live_no_public_key_uploaded(good: dict[str, Any], alipay_emulator: AlipayEmulator) -> None:
+    alipay_emulator.register_app("2021000000008888", None)
     result = run_check({**good, "ALIPAY_APP_ID": "2021000000008888"}, "--live")
     assert result.exit_code == 1 and "isv.missing-signature-config" in result.output
 
@@ -254,11 +254,11 @@ def test_live_unreachable(good: dict[str, Any]) -> None:
 
 
 def test_live_is_skipped_when_config_is_broken(
-    good: dict[str, Any], emulator: AlipayEmulator
+    good: dict[str, Any], alipay_emulator: AlipayEmulator
 ) -> None:
     result = run_check({**good, "ALIPAY_SCOPE": "x"}, "--live")
     assert result.exit_code == 1 and "Live check skipped" in result.output
-    assert emulator.requests == []
+    assert alipay_emulator.requests == []
 
 
 def test_check_through_the_flask_command_line() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import serving
 from flask import Flask, Response
+from support.site import serving
 
 from flask_alipay import AlipayError
 from flask_alipay.gateway import MAX_ANSWER_BYTES

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import serving
 from flask import Flask
+from support.site import serving
 
 from flask_alipay.testing import AlipayEmulator
 
@@ -28,11 +28,13 @@ def served_site(make_site: Callable[..., Flask]) -> Iterator[str]:
         yield url
 
 
-def test_concurrent_sign_ins_do_not_cross(served_site: str, emulator: AlipayEmulator) -> None:
+def test_concurrent_sign_ins_do_not_cross(
+    served_site: str, alipay_emulator: AlipayEmulator
+) -> None:
     count = 24
     keys = [f"user-{n}" for n in range(count)]
     for key in keys:
-        emulator.add_user(key, id_kind="both" if len(key) % 2 else "open_id")
+        alipay_emulator.add_user(key, id_kind="both" if len(key) % 2 else "open_id")
     barrier = threading.Barrier(count)
 
     def browse(key: str) -> tuple[str, str, str]:
@@ -49,7 +51,7 @@ def test_concurrent_sign_ins_do_not_cross(served_site: str, emulator: AlipayEmul
         results = list(pool.map(browse, keys))
 
     for key, landed, again in results:
-        expected = emulator.users[key].open_id
+        expected = alipay_emulator.users[key].open_id
         assert landed == expected, key
         assert again == expected, key
     assert len({landed for _, landed, _ in results}) == count

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import pem_body, pem_private, pem_public
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
+from support.keys import pem_body, pem_private, pem_public
 
 from flask_alipay import AlipayConfigError, AlipayLogin
 from flask_alipay.config import ENDPOINTS, load_config

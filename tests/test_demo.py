@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import pem_private, pem_public
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
+from support.keys import pem_private, pem_public
 from werkzeug.test import TestResponse
 
 from demo import create_app

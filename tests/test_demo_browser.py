@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import serving
 from flask import Flask
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from support.site import serving
 
 from demo import create_app
 from flask_alipay.testing import AlipayEmulator

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import pem_public
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from support.keys import pem_public
 
 from flask_alipay.certs import cert_sn, leaf_certificates, pem_blocks, root_cert_sn
 from flask_alipay.keys import load_private_key

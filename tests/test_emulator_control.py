@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import build_site, pem_private, pem_public, sign_in
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
+from support.browser import sign_in
+from support.keys import pem_private, pem_public
+from support.site import build_site
 
 from flask_alipay.testing import AlipayEmulator
 

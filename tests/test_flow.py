@@ -12,10 +12,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import authorize, finish, query_of, sign_in, start_login
 from flask import Flask, redirect
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
+from support.browser import authorize, finish, query_of, start_login
 
 from flask_alipay import (
     AlipayError,
@@ -25,6 +25,7 @@ from flask_alipay import (
     user_logged_out,
 )
 from flask_alipay.testing import AlipayEmulator
+from flask_alipay.testing.pytest_plugin import SignIn
 
 
 @contextmanager
@@ -56,13 +57,13 @@ def session_of(app: Flask, client: FlaskClient) -> dict[str, Any]:
 
 
 def test_login_redirects_to_authorize_with_alipay_params(
-    client: FlaskClient, emulator: AlipayEmulator
+    client: FlaskClient, alipay_emulator: AlipayEmulator
 ) -> None:
     url = start_login(client, "/private")
-    assert url.startswith(emulator.server.authorize_url + "?")  # type: ignore[union-attr]
+    assert url.startswith(alipay_emulator.server.authorize_url + "?")  # type: ignore[union-attr]
     params = query_of(url)
     assert set(params) == {"app_id", "scope", "redirect_uri", "state"}
-    assert params["app_id"] == emulator.app_id
+    assert params["app_id"] == alipay_emulator.app_id
     assert params["scope"] == "auth_user"
     assert params["redirect_uri"] == "http://localhost/alipay/callback"
     state = params["state"]
@@ -79,20 +80,22 @@ def test_redirect_uri_setting_is_sent_verbatim(make_site: Callable[..., Flask]) 
 # A good sign-in -----------------------------------------------------------
 
 
-def test_full_sign_in(site: Flask, client: FlaskClient, emulator: AlipayEmulator) -> None:
+def test_full_sign_in(
+    alipay_sign_in: SignIn, site: Flask, client: FlaskClient, alipay_emulator: AlipayEmulator
+) -> None:
     with received(user_logged_in) as logins:
-        response = sign_in(client, "/private?tab=1")
+        response = alipay_sign_in(client, next="/private?tab=1")
     assert response.status_code == 302
     assert response.headers["Location"] == "/private?tab=1"
 
     assert len(logins) == 1
     user, token = logins[0]["user"], logins[0]["token"]
     assert logins[0]["sender"] is site
-    default = emulator.default_user
+    default = alipay_emulator.default_user
     assert isinstance(user, AlipayUser)
     assert user.id == default.open_id and user.id_kind == "open_id"
     assert user["nick_name"] == "小明"
-    assert user["avatar"] == emulator.server.url + default.avatar  # type: ignore[union-attr]
+    assert user["avatar"] == alipay_emulator.server.url + default.avatar  # type: ignore[union-attr]
     assert "user_id" not in user
     with pytest.raises(TypeError):
         user["nick_name"] = "x"  # type: ignore[index]
@@ -111,10 +114,10 @@ def test_full_sign_in(site: Flask, client: FlaskClient, emulator: AlipayEmulator
 
 
 def test_gateway_requests_are_split_signed_and_in_beijing_time(
-    client: FlaskClient, emulator: AlipayEmulator
+    alipay_sign_in: SignIn, client: FlaskClient, alipay_emulator: AlipayEmulator
 ) -> None:
-    assert sign_in(client).status_code == 302
-    token_call, info_call = emulator.requests
+    assert alipay_sign_in(client).status_code == 302
+    token_call, info_call = alipay_emulator.requests
     assert token_call.method == "alipay.system.oauth.token"
     assert set(token_call.form) == {"grant_type", "code"}
     assert token_call.form["grant_type"] == "authorization_code"
@@ -139,25 +142,31 @@ def test_gateway_requests_are_split_signed_and_in_beijing_time(
 @pytest.mark.parametrize("sign_type", ["RSA2", "RSA"])
 @pytest.mark.parametrize("charset", ["utf8", "gbk"])
 def test_sign_types_and_charsets_with_chinese_nicknames(
-    make_site: Callable[..., Flask], emulator: AlipayEmulator, sign_type: str, charset: str
+    alipay_sign_in: SignIn,
+    make_site: Callable[..., Flask],
+    alipay_emulator: AlipayEmulator,
+    sign_type: str,
+    charset: str,
 ) -> None:
-    emulator.add_user("wang", nick_name="王小二·嘰", city="深圳市", province="广东省")
+    alipay_emulator.add_user("wang", nick_name="王小二·嘰", city="深圳市", province="广东省")
     site = make_site(ALIPAY_SIGN_TYPE=sign_type, ALIPAY_CHARSET=charset)
     client = site.test_client()
     with received(user_logged_in) as logins:
-        assert sign_in(client, login_as="wang").status_code == 302
+        assert alipay_sign_in(client, "wang").status_code == 302
     user = logins[0]["user"]
     assert user["nick_name"] == "王小二·嘰" and user["city"] == "深圳市"
     wire = "GBK" if charset == "gbk" else "utf-8"
-    assert {r.query["charset"] for r in emulator.requests} == {wire}
-    assert {r.query["sign_type"] for r in emulator.requests} == {sign_type}
+    assert {r.query["charset"] for r in alipay_emulator.requests} == {wire}
+    assert {r.query["sign_type"] for r in alipay_emulator.requests} == {sign_type}
 
 
 @pytest.mark.parametrize("kind", ["open_id", "user_id", "both"])
-def test_identity_prefers_open_id(client: FlaskClient, emulator: AlipayEmulator, kind: str) -> None:
-    account = emulator.add_user("who", id_kind=kind)  # type: ignore[arg-type]
+def test_identity_prefers_open_id(
+    alipay_sign_in: SignIn, client: FlaskClient, alipay_emulator: AlipayEmulator, kind: str
+) -> None:
+    account = alipay_emulator.add_user("who", id_kind=kind)  # type: ignore[arg-type]
     with received(user_logged_in) as logins:
-        sign_in(client, login_as="who")
+        alipay_sign_in(client, "who")
     user = logins[0]["user"]
     assert user.id == (account.open_id or account.user_id)
     assert user.id_kind == ("user_id" if kind == "user_id" else "open_id")
@@ -165,61 +174,69 @@ def test_identity_prefers_open_id(client: FlaskClient, emulator: AlipayEmulator,
         assert user["user_id"] == account.user_id
 
 
-def test_union_id_is_kept(client: FlaskClient, emulator: AlipayEmulator) -> None:
-    emulator.add_user("grouped", union_id="union-123")
+def test_union_id_is_kept(
+    alipay_sign_in: SignIn, client: FlaskClient, alipay_emulator: AlipayEmulator
+) -> None:
+    alipay_emulator.add_user("grouped", union_id="union-123")
     with received(user_logged_in) as logins:
-        sign_in(client, login_as="grouped")
+        alipay_sign_in(client, "grouped")
     assert logins[0]["user"]["union_id"] == "union-123"
 
 
 def test_auth_base_makes_no_profile_call(
-    make_site: Callable[..., Flask], emulator: AlipayEmulator
+    alipay_sign_in: SignIn, make_site: Callable[..., Flask], alipay_emulator: AlipayEmulator
 ) -> None:
     site = make_site(ALIPAY_SCOPE="auth_base")
     client = site.test_client()
     assert query_of(start_login(client))["scope"] == "auth_base"
     with received(user_logged_in) as logins:
-        assert sign_in(client).status_code == 302
-    assert [r.method for r in emulator.requests] == ["alipay.system.oauth.token"]
+        assert alipay_sign_in(client).status_code == 302
+    assert [r.method for r in alipay_emulator.requests] == ["alipay.system.oauth.token"]
     user = logins[0]["user"]
-    assert user.id == emulator.default_user.open_id
+    assert user.id == alipay_emulator.default_user.open_id
     assert "nick_name" not in user
 
 
-def test_expires_in_as_strings(make_site: Callable[..., Flask], emulator: AlipayEmulator) -> None:
-    emulator.expires_as_string = True
+def test_expires_in_as_strings(
+    alipay_sign_in: SignIn, make_site: Callable[..., Flask], alipay_emulator: AlipayEmulator
+) -> None:
+    alipay_emulator.expires_as_string = True
     with received(user_logged_in) as logins:
-        sign_in(make_site().test_client())
+        alipay_sign_in(make_site().test_client())
     token = logins[0]["token"]
-    assert token["expires_in"] == emulator.token_ttl
-    assert token["re_expires_in"] == emulator.refresh_ttl
+    assert token["expires_in"] == alipay_emulator.token_ttl
+    assert token["re_expires_in"] == alipay_emulator.refresh_ttl
 
 
-def test_sparse_profile(client: FlaskClient, emulator: AlipayEmulator) -> None:
-    emulator.add_user("sparse", nick_name=None, avatar=None)
+def test_sparse_profile(
+    alipay_sign_in: SignIn, client: FlaskClient, alipay_emulator: AlipayEmulator
+) -> None:
+    alipay_emulator.add_user("sparse", nick_name=None, avatar=None)
     with received(user_logged_in) as logins:
-        assert sign_in(client, login_as="sparse").status_code == 302
+        assert alipay_sign_in(client, "sparse").status_code == 302
     user = logins[0]["user"]
     assert "nick_name" not in user and "avatar" not in user
     assert client.get("/private").status_code == 200
 
 
 def test_slash_escapes_signed_unescaped_still_verify(
-    client: FlaskClient, emulator: AlipayEmulator
+    alipay_sign_in: SignIn, client: FlaskClient, alipay_emulator: AlipayEmulator
 ) -> None:
-    emulator.sign_unescaped_slashes = True
+    alipay_emulator.sign_unescaped_slashes = True
     with received(user_logged_in) as logins:
-        assert sign_in(client).status_code == 302
+        assert alipay_sign_in(client).status_code == 302
     assert logins[0]["user"]["avatar"].startswith("http://127.0.0.1:")
 
 
-def test_receiver_response_overrides_the_redirect(client: FlaskClient) -> None:
+def test_receiver_response_overrides_the_redirect(
+    alipay_sign_in: SignIn, client: FlaskClient
+) -> None:
     def welcome(sender: Any, **kwargs: Any) -> Any:
         return redirect("/welcome")
 
     user_logged_in.connect(welcome)
     try:
-        response = sign_in(client, "/private")
+        response = alipay_sign_in(client, next="/private")
     finally:
         user_logged_in.disconnect(welcome)
     assert response.headers["Location"] == "/welcome"
@@ -304,8 +321,8 @@ def test_callback_for_another_app(client: FlaskClient) -> None:
     assert error.reason == "app_id"
 
 
-def test_spent_auth_code_is_400(client: FlaskClient, emulator: AlipayEmulator) -> None:
-    code = emulator.issue_code()
+def test_spent_auth_code_is_400(client: FlaskClient, alipay_emulator: AlipayEmulator) -> None:
+    code = alipay_emulator.issue_code()
     for attempt in range(2):
         state = query_of(start_login(client))["state"]
         path = f"/alipay/callback?state={state}&auth_code={code}"
@@ -353,7 +370,7 @@ def test_spent_auth_code_is_400(client: FlaskClient, emulator: AlipayEmulator) -
 )
 def test_gateway_failures(
     client: FlaskClient,
-    emulator: AlipayEmulator,
+    alipay_emulator: AlipayEmulator,
     method: str,
     injection: dict[str, Any],
     status: int,
@@ -362,7 +379,7 @@ def test_gateway_failures(
 ) -> None:
     if injection.get("gbk_error"):
         injection = {**injection, "sub_code": "isv.invalid-signature", "sub_msg": "验签出错"}
-    emulator.inject(method, **injection)
+    alipay_emulator.inject(method, **injection)
     callback = authorize(start_login(client))
     parts = urlsplit(callback)
     error = expect_failure(client, parts.path + "?" + parts.query, status)
@@ -371,15 +388,15 @@ def test_gateway_failures(
     assert client.get("/private").status_code == 302  # nobody was signed in
 
 
-def test_timeout_is_504(make_site: Callable[..., Flask], emulator: AlipayEmulator) -> None:
+def test_timeout_is_504(make_site: Callable[..., Flask], alipay_emulator: AlipayEmulator) -> None:
     client = make_site(ALIPAY_TIMEOUT=0.5).test_client()
-    emulator.inject("alipay.system.oauth.token", delay=1.5)
+    alipay_emulator.inject("alipay.system.oauth.token", delay=1.5)
     parts = urlsplit(authorize(start_login(client)))
     assert expect_failure(client, parts.path + "?" + parts.query, 504).reason == "timeout"
 
 
 def test_unreachable_gateway_is_502(
-    make_site: Callable[..., Flask], emulator: AlipayEmulator
+    make_site: Callable[..., Flask], alipay_emulator: AlipayEmulator
 ) -> None:
     client = make_site(ALIPAY_GATEWAY_URL="http://127.0.0.1:9/gateway.do").test_client()
     parts = urlsplit(authorize(start_login(client)))
@@ -387,7 +404,7 @@ def test_unreachable_gateway_is_502(
 
 
 def test_wrong_alipay_public_key_is_502(make_site: Callable[..., Flask], other_key: Any) -> None:
-    from conftest import pem_public
+    from support.keys import pem_public
 
     client = make_site(ALIPAY_PUBLIC_KEY=pem_public(other_key.public_key())).test_client()
     parts = urlsplit(authorize(start_login(client)))
@@ -428,38 +445,45 @@ def test_debug_page_shows_the_full_hint(site: Flask, client: FlaskClient) -> Non
         "/" + "x" * 600,
     ],
 )
-def test_open_redirects_fall_back(client: FlaskClient, attempt: str) -> None:
-    assert sign_in(client, attempt).headers["Location"] == "/"
+def test_open_redirects_fall_back(
+    alipay_sign_in: SignIn, client: FlaskClient, attempt: str
+) -> None:
+    assert alipay_sign_in(client, next=attempt).headers["Location"] == "/"
 
 
-def test_default_next_setting(make_site: Callable[..., Flask]) -> None:
+def test_default_next_setting(alipay_sign_in: SignIn, make_site: Callable[..., Flask]) -> None:
     client = make_site(ALIPAY_DEFAULT_NEXT="/dashboard").test_client()
-    assert sign_in(client, "//evil").headers["Location"] == "/dashboard"
+    assert alipay_sign_in(client, next="//evil").headers["Location"] == "/dashboard"
     assert client.post("/alipay/logout").headers["Location"] == "/dashboard"
 
 
-def test_login_required_redirects_browsers_with_next(client: FlaskClient) -> None:
+def test_login_required_redirects_browsers_with_next(
+    alipay_sign_in: SignIn, client: FlaskClient
+) -> None:
     response = client.get("/private?x=1", headers={"Accept": "text/html"})
     assert response.status_code == 302
     location = response.headers["Location"]
     assert urlsplit(location).path == "/alipay/login"
     assert query_of(location)["next"] == "/private?x=1"
-    assert sign_in(client, query_of(location)["next"]).headers["Location"] == "/private?x=1"
+    assert (
+        alipay_sign_in(client, next=query_of(location)["next"]).headers["Location"]
+        == "/private?x=1"
+    )
     assert client.get("/private?x=1").status_code == 200
 
 
-def test_login_required_answers_json_with_401(client: FlaskClient) -> None:
+def test_login_required_answers_json_with_401(alipay_sign_in: SignIn, client: FlaskClient) -> None:
     response = client.get("/api/me", headers={"Accept": "application/json"})
     assert response.status_code == 401
     assert response.json is not None and response.json["error"] == "login_required"
-    sign_in(client)
+    alipay_sign_in(client)
     me = client.get("/api/me", headers={"Accept": "application/json"})
     assert me.status_code == 200 and me.json is not None and me.json["nick_name"] == "小明"
 
 
 @pytest.mark.parametrize("method", ["post", "get"])
-def test_logout(client: FlaskClient, method: str) -> None:
-    sign_in(client)
+def test_logout(alipay_sign_in: SignIn, client: FlaskClient, method: str) -> None:
+    alipay_sign_in(client)
     assert client.get("/private").status_code == 200
     with received(user_logged_out) as logouts:
         response = getattr(client, method)("/alipay/logout")
@@ -469,29 +493,34 @@ def test_logout(client: FlaskClient, method: str) -> None:
     assert client.get("/").get_data(as_text=True) == "home anonymous"
 
 
-def test_one_gateway_session_per_app(site: Flask) -> None:
+def test_one_gateway_session_per_app(alipay_sign_in: SignIn, site: Flask) -> None:
     alipay = site.extensions["alipay"]
     with site.app_context():
         first = alipay.gateway.http
     client = site.test_client()
-    sign_in(client)
-    sign_in(client)
+    alipay_sign_in(client)
+    alipay_sign_in(client)
     with site.app_context():
         assert alipay.gateway.http is first
 
 
 def test_failure_log_line_carries_the_hint(
-    client: FlaskClient, emulator: AlipayEmulator, caplog: pytest.LogCaptureFixture
+    alipay_sign_in: SignIn,
+    client: FlaskClient,
+    alipay_emulator: AlipayEmulator,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    emulator.inject("alipay.user.info.share", sub_code="isv.insufficient-isv-permissions")
+    alipay_emulator.inject("alipay.user.info.share", sub_code="isv.insufficient-isv-permissions")
     with caplog.at_level(logging.WARNING, logger="flask_alipay"):
-        assert sign_in(client).status_code == 502
+        assert alipay_sign_in(client).status_code == 502
     (line,) = [r.getMessage() for r in caplog.records if "sign-in failed" in r.getMessage()]
     assert "isv.insufficient-isv-permissions" in line and "获取会员信息" in line
 
 
-def test_short_hint_outside_debug(client: FlaskClient, emulator: AlipayEmulator) -> None:
-    emulator.inject("alipay.user.info.share", sub_code="isv.insufficient-isv-permissions")
-    page = sign_in(client).get_data(as_text=True)
+def test_short_hint_outside_debug(
+    alipay_sign_in: SignIn, client: FlaskClient, alipay_emulator: AlipayEmulator
+) -> None:
+    alipay_emulator.inject("alipay.user.info.share", sub_code="isv.insufficient-isv-permissions")
+    page = alipay_sign_in(client).get_data(as_text=True)
     assert "获取会员信息" in page  # the first sentence names the product...
     assert "ALIPAY_SCOPE" not in page  # ...the rest waits for debug mode

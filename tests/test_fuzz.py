@@ -13,12 +13,13 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from conftest import pem_private, query_of, start_login
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.browser import query_of, start_login
+from support.keys import pem_private
 
 from flask_alipay import AlipayError
 from flask_alipay.config import load_config

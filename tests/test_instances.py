@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import authorize, finish, pem_private, query_of, start_login
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, jsonify
+from support.browser import authorize, finish, query_of, start_login
+from support.keys import pem_private
 
 from flask_alipay import AlipayLogin, current_alipay_user, login_failed, user_logged_in
 from flask_alipay.testing import AlipayEmulator
@@ -17,10 +18,10 @@ CN_APP_ID = "2021000000000222"
 
 @pytest.fixture
 def two_apps(
-    emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey
+    alipay_emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey
 ) -> Flask:
-    emulator.register_app(CN_APP_ID, other_key.public_key())
-    config = emulator.config()
+    alipay_emulator.register_app(CN_APP_ID, other_key.public_key())
+    config = alipay_emulator.config()
     app = Flask("brands")
     app.config.update(SECRET_KEY="s", ALIPAY_PRIVATE_KEY=pem_private(app_key), **config)
     app.config.update(
@@ -62,9 +63,11 @@ def test_each_instance_has_its_own_blueprint_and_app_id(two_apps: Flask) -> None
     assert cn["scope"] == "auth_base" and cn["redirect_uri"].endswith("/alipay_cn/callback")
 
 
-def test_two_instances_sign_in_different_users(two_apps: Flask, emulator: AlipayEmulator) -> None:
-    alice = emulator.add_user("alice")
-    bob = emulator.add_user("bob")
+def test_two_instances_sign_in_different_users(
+    two_apps: Flask, alipay_emulator: AlipayEmulator
+) -> None:
+    alice = alipay_emulator.add_user("alice")
+    bob = alipay_emulator.add_user("bob")
     seen: list[tuple[str, str]] = []
 
     def on_login(sender: Any, user: Any, name: str, **extra: Any) -> None:
@@ -83,7 +86,7 @@ def test_two_instances_sign_in_different_users(two_apps: Flask, emulator: Alipay
     assert client.get("/both").json == {"default": alice.open_id, "cn": bob.open_id}
     assert client.get("/cn-only").json == {"cn": bob.open_id}
     # The auth_base instance made no profile call; each used its own APPID.
-    assert [(r.method, r.query["app_id"]) for r in emulator.requests] == [
+    assert [(r.method, r.query["app_id"]) for r in alipay_emulator.requests] == [
         ("alipay.system.oauth.token", "2021000000000001"),
         ("alipay.user.info.share", "2021000000000001"),
         ("alipay.system.oauth.token", CN_APP_ID),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import pem_body, pem_private, pem_public
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from support.keys import pem_body, pem_private, pem_public
 
 from flask_alipay.keys import (
     KeyFormatError,

@@ -3,7 +3,7 @@ with the gateway failing mid-load, then recovering.
 
 The emulator runs in its own process (``--control --auto-approve``); the site reaches
 its gateway through a TCP forwarder in this process, which can be cut.  Failures
-are injected over the emulator's control channel.  The harness is tests/loadsite.py.
+are injected over the emulator's control channel.  The harness is benchmarks/loadsite.py.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import authorize, finish, pem_body, pem_private, query_of, start_login
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
+from support.browser import authorize, finish, query_of, start_login
+from support.keys import pem_body, pem_private
 
 from flask_alipay import AlipayError, login_failed, user_logged_in
 from flask_alipay.testing import AlipayEmulator
@@ -53,7 +54,7 @@ def _collect(seen: Seen, caplog: pytest.LogCaptureFixture, errors: list[AlipayEr
 
 def test_success_and_every_failure_leak_nothing(
     make_site: Callable[..., Flask],
-    emulator: AlipayEmulator,
+    alipay_emulator: AlipayEmulator,
     app_key: rsa.RSAPrivateKey,
     other_key: rsa.RSAPrivateKey,
     seen: Seen,
@@ -83,16 +84,18 @@ def test_success_and_every_failure_leak_nothing(
         attempt(site)  # success
         site.debug = True  # the debug page shows the most
         attempt(site)  # another success
-        emulator.inject("alipay.user.info.share", sub_code="aop.invalid-auth-token", code="20001")
+        alipay_emulator.inject(
+            "alipay.user.info.share", sub_code="aop.invalid-auth-token", code="20001"
+        )
         attempt(site)
-        emulator.inject("alipay.user.info.share", bad_signature=True)
+        alipay_emulator.inject("alipay.user.info.share", bad_signature=True)
         attempt(site)
-        emulator.inject("alipay.user.info.share", html_status=500)
+        alipay_emulator.inject("alipay.user.info.share", html_status=500)
         attempt(site)
         # The gateway quotes its string to sign, code included, for a bad signature.
         attempt(make_site(ALIPAY_PRIVATE_KEY=pem_private(other_key)))
         attempt(make_site(ALIPAY_TIMEOUT=0.3))  # fine: no delay, but exercise config
-        emulator.inject("alipay.system.oauth.token", delay=0.8)
+        alipay_emulator.inject("alipay.system.oauth.token", delay=0.8)
         attempt(make_site(ALIPAY_TIMEOUT=0.3))
         attempt(make_site(ALIPAY_GATEWAY_URL="http://127.0.0.1:9/gateway.do"))
     finally:
@@ -101,11 +104,11 @@ def test_success_and_every_failure_leak_nothing(
 
     assert len(errors) == 6 and len(tokens) == 6
     # Tokens of the sign-ins whose profile call failed count as well.
-    tokens += [r.query["auth_token"] for r in emulator.requests if "auth_token" in r.query]
+    tokens += [r.query["auth_token"] for r in alipay_emulator.requests if "auth_token" in r.query]
     assert len(set(tokens)) > 6
     assert any(
         r.query.get("sign_type") and e.sub_code == "isv.invalid-signature"
-        for r in emulator.requests
+        for r in alipay_emulator.requests
         for e in errors
     )
     _collect(seen, caplog, errors)
@@ -181,7 +184,7 @@ def test_werkzeug_access_log_hides_the_auth_code(caplog: pytest.LogCaptureFixtur
 
 def test_after_sign_in_failures_leak_nothing(
     site: Flask,
-    emulator: AlipayEmulator,
+    alipay_emulator: AlipayEmulator,
     app_key: rsa.RSAPrivateKey,
     seen: Seen,
     caplog: pytest.LogCaptureFixture,
@@ -199,7 +202,7 @@ def test_after_sign_in_failures_leak_nothing(
             with pytest.raises(AlipayError) as caught:
                 attempt()
             errors.append(caught.value)
-        emulator.inject(html_status=500)
+        alipay_emulator.inject(html_status=500)
         with pytest.raises(AlipayError) as caught:
             alipay.fetch_profile(access_secret)
         errors.append(caught.value)

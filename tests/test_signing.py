@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from conftest import VECTORS
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from support.keys import VECTORS
 
 from flask_alipay.keys import load_private_key, load_public_key
 from flask_alipay.signing import (

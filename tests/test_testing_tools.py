@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import build_site, pem_private, pem_public, sign_in
 from cryptography.hazmat.primitives.asymmetric import rsa
+from support.browser import sign_in
+from support.keys import pem_private, pem_public
+from support.site import build_site
 
 from flask_alipay import user_logged_in
 

@@ -1,4 +1,4 @@
-"""The demo under gunicorn, and the harness that loads it (tests/test_load.py, benchmarks/load.py).
+"""The demo under gunicorn, and the harness that loads it (benchmarks/load.py, tests/test_load.py).
 
 Two halves:
 
@@ -396,7 +396,7 @@ def running_stack(
                 [
                     *(sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"),
                     *options,
-                    *("--pythonpath", ",".join(map(str, [*pythonpath, ROOT, ROOT / "tests"]))),
+                    *("--pythonpath", ",".join(map(str, [*pythonpath, ROOT, ROOT / "benchmarks"]))),
                     site_app,
                 ],
                 stdout=err,
