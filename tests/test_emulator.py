@@ -1,7 +1,7 @@
 """The Alipay emulator, driven over real loopback HTTP with hand-signed requests.
 
 These tests speak the protocol themselves (flask_alipay.signing only), so they
-check the emulator against ALIPAY.md rather than against the extension.
+check the emulator against docs/protocol.md rather than against the extension.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The emulator in certificate mode (公钥证书), over real loopback HTTP.
 
 The client here is written by hand (flask_alipay.signing and flask_alipay.certs
-only), so the emulator is checked against ALIPAY.md §7 and §9 rather than
+only), so the emulator is checked against docs/protocol.md §7 and §9 rather than
 against the extension's own certificate support.
 """
 

@@ -1,4 +1,4 @@
-"""The hint catalogue: every sub_code ALIPAY.md §8 lists has a human fix."""
+"""The hint catalogue: every sub_code docs/protocol.md §8 names has a human fix."""
 
 from __future__ import annotations
 
