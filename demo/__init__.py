@@ -69,7 +69,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     @login_required
     def profile() -> ResponseReturnValue:
         user = current_alipay_user
-        account = db.load_user(user.id) if user is not None else None
+        account = db.load_user(user.id) if user else None
         if account is None:  # signed in before the database was reset: sign in again
             alipay.forget()
             return redirect(url_for("alipay.login", next=request.path))

@@ -435,6 +435,6 @@ def test_settings_tables_come_from_the_settings_table(page: str) -> None:
     """The tables are SETTINGS as markdown_table() renders it, word for word."""
     text = (ROOT / page).read_text(encoding="utf-8")
     assert markdown_table() in text, (
-        f"{page}'s settings table is not config.markdown_table(): paste the output of\n"
-        '  python -c "from flask_alipay.config import markdown_table; print(markdown_table())"'
+        f"{page}'s settings table is not settings.markdown_table(): paste the output of\n"
+        '  python -c "from flask_alipay.settings import markdown_table; print(markdown_table())"'
     )
