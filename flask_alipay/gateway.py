@@ -1,51 +1,49 @@
 """The one module that does HTTP: one app's keep-alive connection to Alipay's gateway.
 
 ``protocol.py`` decides what to send and how to read what comes back; this
-module only sends, reads a bounded answer, and turns transport failures into
-AlipayErrors that quote no URL.
+module only sends and reads, and it does so as a hostile network would test it:
+
+* redirects are never followed (a 3xx would re-send the auth_code elsewhere);
+* ``ALIPAY_TIMEOUT`` is a deadline for the whole call, connect and every read,
+  enforced by a watchdog that cuts the call's socket when it passes;
+* every byte read is bounded, compressed or not;
+* failures are AlipayErrors that quote no URL.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-from collections.abc import Mapping
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from . import protocol
 from .config import AlipayConfig
-from .errors import AlipayError, GatewayTimedOut, GatewayUnreachable, MalformedAnswer, redact
+from .errors import AlipayError, GatewayTimedOut, GatewayUnreachable, MalformedAnswer
 
-__all__ = ["MAX_ANSWER_BYTES", "Gateway", "GatewayReply", "RedactingFilter"]
+__all__ = ["MAX_ANSWER_BYTES", "Gateway", "GatewayReply"]
 
 log = logging.getLogger("flask_alipay")
 
-#: Gateway answers larger than this are refused unread.
+#: Gateway answers larger than this are refused, before or after decompression.
 MAX_ANSWER_BYTES = 1024 * 1024
-
-
-class RedactingFilter(logging.Filter):
-    """Hide secrets in other libraries' log lines.
-
-    urllib3 logs each request line at DEBUG, and ``auth_token`` rides in the
-    gateway's query string; Werkzeug's access log shows the callback's
-    ``auth_code``.  Both loggers get this filter once, at import.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-_REDACTING_FILTER = RedactingFilter()
-for _name in ("urllib3.connectionpool", "werkzeug"):
-    logging.getLogger(_name).addFilter(_REDACTING_FILTER)
+_CHUNK = 65536
+#: The encodings we ask for; anything else in an answer is refused.
+_ACCEPT_ENCODING = "gzip, deflate"
 
 
 @dataclass(frozen=True)
@@ -75,6 +73,10 @@ class Gateway:
         self.config = config
         self.http = requests.Session()
         self.http.headers["User-Agent"] = "Flask-Alipay-Login"
+        self.http.headers["Accept-Encoding"] = _ACCEPT_ENCODING
+        adapter = _WatchedAdapter()
+        self.http.mount("https://", adapter)
+        self.http.mount("http://", adapter)
         # requests re-reads proxies, CA bundle and ~/.netrc from the environment on
         # every call (0.1-1.5 ms); read them once here instead.  No netrc credentials
         # are ever sent to the gateway.
@@ -131,22 +133,31 @@ class Gateway:
         return self.send(url, body if isinstance(body, bytes) else body.encode(), sent_headers)
 
     def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> GatewayReply:
-        """POST and read at most MAX_ANSWER_BYTES; failures quote no URL.
+        """POST within the deadline and read a bounded answer; failures quote no URL.
 
-        requests puts the URL, and so ``auth_token``, into its exception
-        messages, so the errors raised here are built outside the ``except``
-        and chain nothing.
+        requests puts the URL into its exception messages, so the errors raised
+        here are built outside the ``except`` and chain nothing.
         """
+        timeout = self.config.timeout
         failure: AlipayError | None = None
-        try:
-            response = self.http.post(
-                url, data=body, headers=dict(headers), timeout=self.config.timeout, stream=True
-            )
-            content = _read_bounded(response)
-        except requests.Timeout:
-            failure = GatewayTimedOut("The Alipay gateway timed out.")
-        except requests.RequestException:
-            failure = GatewayUnreachable("The Alipay gateway could not be reached.")
+        with _deadline(timeout) as watch:
+            try:
+                response = self.http.post(
+                    url,
+                    data=body,
+                    headers=dict(headers),
+                    timeout=timeout,
+                    stream=True,
+                    allow_redirects=False,
+                )
+                try:
+                    content = _read_answer(response, watch)
+                finally:
+                    response.close()
+            except AlipayError as error:
+                failure = error
+            except (requests.RequestException, OSError, ValueError) as error:
+                failure = _transport_failure(error, watch)
         if failure is not None:
             raise failure
         return GatewayReply(response.status_code, content)
@@ -155,15 +166,222 @@ class Gateway:
         self.http.close()
 
 
-def _read_bounded(response: requests.Response) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
+def _transport_failure(error: Exception, watch: _Watch) -> AlipayError:
+    if watch.expired() or isinstance(error, (requests.Timeout, socket.timeout)):
+        return GatewayTimedOut("The Alipay gateway did not answer within ALIPAY_TIMEOUT.")
+    return GatewayUnreachable("The Alipay gateway could not be reached.")
+
+
+def _read_answer(response: requests.Response, watch: _Watch) -> bytes:
+    """The body of a 200 answer, decompressed, within the deadline and MAX_ANSWER_BYTES.
+
+    Any other status, redirects included, is refused without reading its body.
+    """
+    if response.status_code != 200:
+        return b""  # protocol.parse() refuses it by its status
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+        raise MalformedAnswer("The Alipay gateway's answer is too large.")
+    decoder = _decoder(response.headers.get("Content-Encoding", ""))
+    raw, out = 0, bytearray()
+    while True:
+        watch.check()
+        chunk = response.raw.read(_CHUNK, decode_content=False)
+        if not chunk:
+            break
+        raw += len(chunk)
+        if raw > MAX_ANSWER_BYTES:
+            raise MalformedAnswer("The Alipay gateway's answer is too large.")
+        out += decoder.feed(chunk, MAX_ANSWER_BYTES - len(out))
+    out += decoder.finish(MAX_ANSWER_BYTES - len(out))
+    watch.check()
+    return bytes(out)
+
+
+class _Decoder:
+    """Content-Encoding undone with a hard bound on the output, so no bomb can grow."""
+
+    def __init__(self, wbits: int | None) -> None:
+        self._zlib = None if wbits is None else zlib.decompressobj(wbits)
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        if self._zlib is None:
+            return data
+        try:
+            out = self._zlib.decompress(data, room + 1)
+        except zlib.error:
+            raise MalformedAnswer("The Alipay gateway's compressed answer is corrupt.") from None
+        if len(out) > room or self._zlib.unconsumed_tail:
+            raise MalformedAnswer("The Alipay gateway's answer is too large.")
+        return out
+
+    def finish(self, room: int) -> bytes:
+        if self._zlib is None:
+            return b""
+        out = self._zlib.flush(room + 1)
+        if len(out) > room:
+            raise MalformedAnswer("The Alipay gateway's answer is too large.")
+        return out
+
+
+def _decoder(encoding: str) -> _Decoder:
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return _Decoder(None)
+    if name in ("gzip", "x-gzip"):
+        return _Decoder(16 + zlib.MAX_WBITS)
+    if name == "deflate":
+        return _Decoder(zlib.MAX_WBITS)
+    raise MalformedAnswer("The Alipay gateway's answer has an unsupported Content-Encoding.")
+
+
+# The deadline: one watchdog thread cuts the sockets of calls that run late -----------
+
+
+class _Watch:
+    """One call's deadline and the sockets it uses, so the watchdog can cut them."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def expired(self) -> bool:
+        return self.fired or time.monotonic() >= self.deadline
+
+    def check(self) -> None:
+        if self.expired():
+            raise GatewayTimedOut("The Alipay gateway did not answer within ALIPAY_TIMEOUT.")
+
+    def add(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if not self.fired:
+                self._sockets.append(sock)
+                return
+        _cut(sock)
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _cut(sock)
+
+
+def _cut(sock: socket.socket) -> None:
+    # shutdown() wakes a thread blocked in recv() on this socket; close() would not.
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """A single daemon thread that fires each watch at its deadline, unless it ended first."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._done: set[int] = set()
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def start(self, watch: _Watch) -> int:
+        ticket = next(self._order)
+        with self._wake:
+            heapq.heappush(self._heap, (watch.deadline, ticket, watch))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="flask-alipay-deadlines", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+        return ticket
+
+    def end(self, ticket: int) -> None:
+        with self._wake:
+            self._done.add(ticket)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._heap:
+                    self._wake.wait()
+                deadline, ticket, watch = self._heap[0]
+                if ticket in self._done:
+                    heapq.heappop(self._heap)
+                    self._done.discard(ticket)
+                    continue
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._wake.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+            watch.fire()
+
+
+_WATCHDOG = _Watchdog()
+#: The watch of the gateway call running in this thread (or greenlet), if any.
+_CURRENT: ContextVar[_Watch | None] = ContextVar("flask_alipay_gateway_call", default=None)
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[_Watch]:
+    watch = _Watch(time.monotonic() + seconds)
+    ticket = _WATCHDOG.start(watch)
+    token = _CURRENT.set(watch)
     try:
-        for chunk in response.iter_content(65536):
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise MalformedAnswer("The Alipay gateway's answer is too large.")
-            chunks.append(chunk)
+        yield watch
     finally:
-        response.close()
-    return b"".join(chunks)
+        _CURRENT.reset(token)
+        _WATCHDOG.end(ticket)
+
+
+def _watch_socket(sock: socket.socket | None) -> None:
+    watch = _CURRENT.get()
+    if watch is not None:
+        watch.add(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """urllib3's connection, telling the current call's watch which socket it uses."""
+
+    def _new_conn(self) -> socket.socket:
+        # urllib3 has no public seam for "a socket was made"; this is the one place
+        # we reach inside it, so that even a TLS handshake cannot outlive the deadline.
+        sock = super()._new_conn()
+        _watch_socket(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch_socket(self.sock)  # a kept-alive connection, reused by this call
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch_socket(self.sock)  # the TLS socket that wraps the one _new_conn made
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter with pools whose connections report their sockets."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager

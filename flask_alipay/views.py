@@ -6,7 +6,6 @@ is handed what it needs.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from flask import (
@@ -24,6 +23,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError, default_exceptions
 
 from .errors import AlipayError
+from .logs import log_failure
 from .oauth import callback_code
 from .redirects import safe_next
 from .signals import login_failed, user_logged_in, user_logged_out
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from .extension import AlipayLogin
 
 __all__ = ["ERROR_TEMPLATE", "as_http_error", "make_blueprint", "render_error"]
-
-log = logging.getLogger("flask_alipay")
 
 #: The error page's template; a site overrides it with its own file of that name.
 ERROR_TEMPLATE = "flask_alipay/error.html"
@@ -58,14 +56,7 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
             token = ext.oauth.exchange(callback_code(request.args, ext.config.app_id))
             user = ext.user_from_token(token)
         except AlipayError as error:
-            log.warning(
-                "Alipay sign-in failed (%s, status %s, sub_code %s): %s Hint: %s",
-                error.reason,
-                error.status_code,
-                error.sub_code,
-                error.message,
-                error.hint,
-            )
+            log_failure(error)
             login_failed.send(app, error=error, name=ext.name)
             raise
         ext.remember(user)

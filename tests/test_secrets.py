@@ -167,7 +167,7 @@ def test_string_to_sign_is_logged_at_debug_with_secrets_redacted(
 
 
 def test_werkzeug_access_log_hides_the_auth_code(caplog: pytest.LogCaptureFixture) -> None:
-    import flask_alipay.gateway  # noqa: F401  - installs the filter
+    import flask_alipay.logs  # noqa: F401  - installs the filter
 
     caplog.set_level(logging.INFO, logger="werkzeug")
     logging.getLogger("werkzeug").info(
