@@ -18,6 +18,7 @@ The package is split by layer:
 * ``pages``: the authorize and consent pages, the avatars.
 * ``control``: the opt-in control channel (``control=True``).
 * ``pki``: Alipay's signing key and the throwaway certificate PKI.
+* ``pointing``: re-pointing an app at the emulator through AlipayLogin's API.
 * ``server``: the loopback HTTP server; ``paths``: the URL layout.
 * ``emulator``: :class:`AlipayEmulator`, which composes them.
 
@@ -25,10 +26,11 @@ What it shares with the library, and why
     The protocol's names come from ``flask_alipay.protocol``: the method
     names, the scopes, the charsets and their wire names, node names, the
     timestamp format and Beijing's zone, the query-string parameters, the
-    error node, the success code and the sign types.  A name is a fact about
-    Alipay, not a behaviour to test, and one source of truth means a rename
-    cannot leave the emulator and the library disagreeing in silence.  The
-    endpoints' paths come from ``protocol.ENDPOINTS`` for the same reason.
+    error node, the success code and the sign types; the endpoints' paths
+    come from ``protocol.ENDPOINTS``.  One source of truth: a name is copied
+    from Alipay's documentation once, and two copies could only drift apart.
+    The price is that a misspelt name would be misspelt in both, which is
+    why only names are shared this way, never behaviour.
     The primitives come from ``flask_alipay.signing`` (``string_to_sign``,
     ``sign_text``, ``verify_signature``) and ``flask_alipay.certs``
     (``cert_sn``, ``root_cert_sn``).  The library's tests check them against
@@ -43,12 +45,10 @@ What it keeps independent, and why
     Reading requests (``gateway``: the raw bytes, percent-decoded in the
     charset the query names) and writing answers (``answers``: Alipay's JSON
     with ``\\/`` escapes and raw Chinese, the node's bytes signed,
-    ``alipay_cert_sn`` placement).  These are the halves of the exchange the
-    library gets right or wrong: its request builder
-    (``protocol.signed_request``) and its answer parser
-    (``signing.parse_answer``, ``protocol.read_answer``) are never used
-    here, so a bug in either is caught by the emulator instead of mirrored
-    by it.
+    ``alipay_cert_sn`` placement).  That is where clients go wrong, so the
+    library's request builder (``protocol.signed_request``) and its answer
+    parser (``signing.parse_answer``, ``protocol.read_answer``) are never
+    used here: a bug in either is caught by the emulator, not mirrored by it.
 """
 
 from .emulator import AlipayEmulator

@@ -1,11 +1,12 @@
 """Answers written the way Alipay writes them, and spoiled on demand.
 
 This is the emulator's own writer, deliberately independent of the library's
-answer parser: the JSON is Alipay's (compact, raw Chinese, ``/`` escaped as
-``\\/``), the node's exact bytes are signed, and in certificate mode
-``alipay_cert_sn`` sits between the node and ``sign``.  A parser that only
-reads what it would itself have written would pass here and fail on Alipay.
-Injections then corrupt, drop or misplace what a real answer may get wrong.
+answer parser, so the parser meets bytes shaped like Alipay's rather than its
+own assumptions: compact JSON with raw Chinese and ``/`` escaped as ``\\/``,
+the node's exact bytes signed, and in certificate mode ``alipay_cert_sn``
+between the node and ``sign``.  Injections then spoil an answer the ways
+Alipay's have been seen to go wrong: a bad or missing signature, another
+key, a cut body, an error in GBK, an HTML error page.
 
 Nothing here knows HTTP frameworks: :func:`render` gives a :class:`Rendered`
 (status, content type, bytes) that ``gateway.py`` sends.
@@ -47,7 +48,7 @@ class Signing:
     key: RSAPrivateKey
     #: Certificate mode: the SN of the certificate that holds ``key``; None otherwise.
     cert_sn: str | None
-    #: Sign the node with ``\\/`` turned back into ``/``, as some Alipay answers are.
+    #: Sign the node with ``\\/`` read as ``/``: what the Java SDK's retry accepts.
     unescaped_slashes: bool
     #: A stranger's key, for ``wrong_key`` injections.
     other_key: Callable[[], RSAPrivateKey]
@@ -70,6 +71,7 @@ def alipay_json(data: Mapping[str, Any], charset: str) -> str:
 
 
 def _encodable(char: str, charset: str) -> str:
+    """One character as the charset can carry it: itself, or its JSON ``\\u`` escape."""
     try:
         char.encode(charset)
     except UnicodeEncodeError:
@@ -107,6 +109,7 @@ def _sign(
     signing: Signing,
     injection: Injection | None,
 ) -> str:
+    """The node's signature, made wrong on purpose when the injection says so."""
     if signing.unescaped_slashes:
         node_text = node_text.replace("\\/", "/")
     key = signing.key

@@ -36,6 +36,7 @@ def add_control_routes(app: Flask, state: State, inject: Callable[..., Injection
     """
 
     def inject_view() -> Response:
+        """Queue an injection from a JSON object of inject() arguments."""
         data = request.get_json(force=True, silent=True)
         try:
             arguments = injection_arguments(data)
@@ -46,15 +47,18 @@ def add_control_routes(app: Flask, state: State, inject: Callable[..., Injection
         return _json({"queued": dataclasses.asdict(injection), **_left(state)})
 
     def reset_view() -> Response:
+        """Forget requests and injections; say how many uses were cleared."""
         with state.lock:  # re-entrant: count and clear at once
             cleared = state.injections_left()
             state.reset()
         return _json({"injections_cleared": cleared, **_left(state)})
 
     def stats_view() -> Response:
+        """The counts of :meth:`State.stats`, for a load test to read."""
         return _json(state.stats())
 
     def users_view() -> Response:
+        """Every user's ids and profile by key, to match sign-ins to accounts."""
         with state.lock:
             users = {key: dataclasses.asdict(user) for key, user in state.users.items()}
         return _json(users)
@@ -66,10 +70,12 @@ def add_control_routes(app: Flask, state: State, inject: Callable[..., Injection
 
 
 def _left(state: State) -> dict[str, int]:
+    """The inject and reset answers say how many spoiled calls are still queued."""
     return {"injections_left": state.injections_left()}
 
 
 def _json(data: Mapping[str, Any], status: int = 200) -> Response:
+    """JSON with raw Chinese, as the rest of the emulator writes it."""
     return Response(
         json.dumps(data, ensure_ascii=False),
         status=status,

@@ -84,7 +84,7 @@ class AlipayEmulator:
         self._lock = self._state.lock
         self._keys = AlipayKeys(alipay_private_key, cert_mode, self._lock)
         self._pki = self._keys.pki
-        # The state's own containers: changes either way are seen both ways.
+        # The state's own containers, not copies: the layers and a test see one object.
         self.apps: dict[str, RSAPublicKey | None] = self._state.apps
         self.users: dict[str, EmulatedUser] = self._state.users
         self.requests: list[GatewayRequest] = self._state.requests

@@ -38,6 +38,7 @@ def _decode_pairs(raw: bytes, charset: str) -> list[tuple[str, str]]:
 
 
 def _first_value(raw: bytes, name: str) -> str | None:
+    """A parameter read before the charset is known: latin-1 keeps every byte."""
     for key, value in _decode_pairs(raw, "latin-1"):
         if key == name:
             return value
@@ -45,6 +46,7 @@ def _first_value(raw: bytes, name: str) -> str | None:
 
 
 def _is_form(content_type: str | None) -> bool:
+    """Only form-encoded bodies are read for parameters, as the gateway does."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     return media_type == "application/x-www-form-urlencoded"
 
@@ -70,7 +72,7 @@ def read_call(raw_query: bytes, content_type: str | None, body: bytes, host_url:
     return Call(record, query_pairs, form_pairs, charset, host_url)
 
 
-class Settings(Protocol):
+class AnswerSettings(Protocol):
     """The emulator's settings the endpoint reads, at call time (tests change them)."""
 
     sign_unescaped_slashes: bool
@@ -80,7 +82,7 @@ class GatewayView:
     """``gateway.do``: one call in, one answer out, misbehaving when told to."""
 
     def __init__(
-        self, state: State, methods: Methods, keys: AlipayKeys, settings: Settings
+        self, state: State, methods: Methods, keys: AlipayKeys, settings: AnswerSettings
     ) -> None:
         self.state = state
         self.methods = methods
@@ -100,6 +102,7 @@ class GatewayView:
         return Response(rendered.body, status=rendered.status, content_type=rendered.content_type)
 
     def _respond(self, call: Call, sign_type: str, injection: Injection | None) -> Rendered:
+        """Process the call, or misbehave as the injection says, in its order."""
         if injection is None:
             return self._render(self.methods.process(call), call.charset, sign_type)
         if injection.delay:
@@ -117,6 +120,7 @@ class GatewayView:
     def _render(
         self, answer: Answer, charset: str, sign_type: str, injection: Injection | None = None
     ) -> Rendered:
+        """Write an answer with the signing key of this moment."""
         return render(answer, charset, sign_type, self._signing(), injection)
 
     def _signing(self) -> Signing:

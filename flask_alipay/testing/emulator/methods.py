@@ -37,7 +37,17 @@ from .paths import AVATAR_PATH
 from .pki import Pki
 from .state import GatewayRequest, Grant, Injection, State
 
-__all__ = ["METHODS", "Answer", "Call", "Method", "Methods", "Refused", "Settings", "beijing_now"]
+__all__ = [
+    "METHODS",
+    "Answer",
+    "Call",
+    "Method",
+    "Methods",
+    "Refused",
+    "Settings",
+    "beijing_now",
+    "injected_error",
+]
 
 #: Other system parameters the SDKs may also put in the query string.
 OPTIONAL_QUERY_PARAMS = frozenset(
@@ -78,10 +88,12 @@ class Refused(Exception):
 
 
 def _invalid(sub_code: str, sub_msg: str) -> Refused:
+    """40002: a parameter is there but wrong."""
     return Refused("40002", "Invalid Arguments", sub_code, sub_msg)
 
 
 def _missing(sub_code: str, sub_msg: str) -> Refused:
+    """40001: a required parameter is absent."""
     return Refused("40001", "Missing Required Arguments", sub_code, sub_msg)
 
 
@@ -154,6 +166,7 @@ class Methods:
             return Answer(ERROR_NODE, refused.error)
 
     def _check_app(self, app_id: str | None) -> RSAPublicKey:
+        """The APPID's public key; unknown apps and apps with no key are refused."""
         if not app_id:
             raise _missing("isv.missing-app-id", "缺少AppID参数")
         known, key = self.state.app_key(app_id)
@@ -206,12 +219,14 @@ class Methods:
         return self._issue_tokens(grant)
 
     def _redeem_code(self, code: str, app_id: str) -> Grant:
+        """The code's grant, if it is this app's and still fresh."""
         grant = self.state.redeem_code(code)
         if grant is None or grant.app_id != app_id or grant.expired():
             raise _invalid("isv.code-invalid", "授权码code无效")
         return grant
 
     def _redeem_refresh_token(self, token: str, app_id: str) -> Grant:
+        """The refresh token's grant, if it is this app's and still fresh."""
         grant = self.state.redeem_refresh_token(token)
         if grant is None or grant.app_id != app_id:
             raise _invalid("isv.refresh-token-invalid", "刷新令牌refresh_token无效")
@@ -220,6 +235,7 @@ class Methods:
         return grant
 
     def _issue_tokens(self, grant: Grant) -> Answer:
+        """The token answer, members in sorted order, with the ids this user has."""
         settings = self.settings
         access_token, refresh_token, user = self.state.issue_tokens(
             grant, settings.token_ttl, settings.refresh_ttl
@@ -267,6 +283,7 @@ METHODS: dict[str, Method] = {
 
 
 def _token_refused(sub_code: str, sub_msg: str) -> Answer:
+    """A token problem: inside the profile node with 20001, as Alipay answers it."""
     error = {
         "code": "20001",
         "msg": "Insufficient Token Permissions",
@@ -285,6 +302,7 @@ def injected_error(method: str | None, injection: Injection) -> Answer:
 
 
 def _check_charset(named: str | None) -> None:
+    """``charset`` must be in the query, and one the gateway speaks."""
     if not named:
         raise _invalid(
             "isv.invalid-signature",
@@ -321,6 +339,7 @@ def _check_placement(query_pairs: list[tuple[str, str]], form_pairs: list[tuple[
 
 
 def _check_required(params: Mapping[str, str]) -> None:
+    """The common parameters the gateway will not go on without; ``format`` is JSON."""
     required = (
         ("method", "isv.missing-method", "缺少方法名参数"),
         ("timestamp", "isv.missing-timestamp", "缺少时间戳参数"),
@@ -336,6 +355,7 @@ def _check_required(params: Mapping[str, str]) -> None:
 
 
 def _check_sign_type(sign_type: str) -> str:
+    """Only the sign types the gateway verifies."""
     if sign_type not in SIGN_TYPES:
         raise _invalid("isv.invalid-signature-type", "无效的签名类型")
     return sign_type

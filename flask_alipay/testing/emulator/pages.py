@@ -109,6 +109,7 @@ class Pages:
         return None
 
     def _consent_page(self, app_id: str, scope: str, login_as: str | None) -> Response:
+        """Pick an account or add one, then approve or cancel."""
         selected = login_as or self.host.default_user.key
         options = "".join(
             f'<option value="{html.escape(user.key)}"'
@@ -142,6 +143,7 @@ class Pages:
 
 
 def _redirect(redirect_uri: str, params: list[tuple[str, str]], state: str | None) -> Response:
+    """Back to the app's ``redirect_uri``, echoing ``state`` when one was sent."""
     if state is not None:
         params = [*params, ("state", state)]
     return Response(status=302, headers={"Location": _add_query(redirect_uri, params)})
@@ -156,11 +158,13 @@ def _add_query(url: str, params: list[tuple[str, str]]) -> str:
 
 
 def _id_label(user: EmulatedUser) -> str:
+    """Which ids an account has, so a tester picks the right kind."""
     kinds = [kind for kind in ("open_id", "user_id") if getattr(user, kind)]
     return " + ".join(kinds)
 
 
 def _error_body(problem: str) -> str:
+    """The refusal, escaped: it quotes what the request sent."""
     return f"<h1>授权失败 · Authorization error</h1><p>{html.escape(problem)}</p>"
 
 

@@ -1,9 +1,10 @@
 """Alipay's keys and, in certificate mode, a throwaway PKI laid out like Alipay's.
 
 The certificates are made here with ``cryptography``; their SNs come from the
-library's ``certs.cert_sn`` and ``certs.root_cert_sn``, which are checked
-against Alipay's published certificates and SNs, so an app and the emulator
-agree on an SN because both are right, not because they share a mistake.
+library's ``certs.cert_sn`` and ``certs.root_cert_sn``, which its tests check
+against the certificates and SNs of Alipay's Node SDK tests (``tests/vectors``),
+so an app and the emulator agree on an SN because both are right, not because
+they share a mistake.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def _x509_name(common_name: str, unit: str, organization: str) -> x509.Name:
 
 
 def _ca_name(common_name: str) -> x509.Name:
+    """A name for one of the emulator's own CAs."""
     return _x509_name(common_name, _CA_UNIT, _CA_ORG)
 
 
@@ -176,6 +178,7 @@ class Pki:
             self.app_certs[app_id] = self.issue_app(app_id, public_key)
 
     def _issue_leaf(self, subject: x509.Name, public_key: RSAPublicKey, ca: bool | None) -> Issued:
+        """Leaves are signed by the intermediate, never the root, as Alipay's are."""
         return _issue(
             subject,
             public_key,

@@ -215,12 +215,14 @@ class State:
             return user
 
     def _free_key(self) -> str:
+        """The first ``userN`` not taken."""
         number = len(self.users) + 1
         while f"user{number}" in self.users:
             number += 1
         return f"user{number}"
 
     def _made_up_nick_name(self) -> str:
+        """A Chinese nickname, numbered so two users never look alike."""
         return _NICKNAMES[len(self.users) % len(_NICKNAMES)] + str(len(self.users))
 
     def find_user(self, key: str) -> EmulatedUser | None:
@@ -308,6 +310,7 @@ class State:
         return injection
 
     def _take(self, method: str | None) -> Injection | None:
+        """Use up one time of the first matching injection; callers hold the lock."""
         for injection in self.injections:
             if injection.matches(method):
                 injection.times -= 1
