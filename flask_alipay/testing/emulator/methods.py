@@ -1,0 +1,375 @@
+"""The gateway's side of a call: the checks Alipay makes, then the method.
+
+Nothing here reads HTTP or writes bytes.  A call arrives as the pairs
+``gateway.py`` decoded off the wire and leaves as an :class:`Answer` (a node
+name and its members) that ``answers.py`` writes out.  A request the gateway
+turns down raises :class:`Refused` on the way and answers ``error_response``.
+
+Methods are looked up in :data:`METHODS`; a new one is a function and a row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from flask_alipay.protocol import (
+    BEIJING,
+    CHARSETS,
+    ERROR_NODE,
+    QUERY_PARAMS,
+    SIGN_TYPES,
+    SUCCESS_CODE,
+    TIMESTAMP_FORMAT,
+    TOKEN_METHOD,
+    USER_INFO_METHOD,
+    node_name,
+    wire_charset,
+)
+from flask_alipay.signing import verify_signature
+
+from .paths import AVATAR_PATH
+from .pki import Pki
+from .state import GatewayRequest, Grant, Injection, State
+
+__all__ = [
+    "METHODS",
+    "Answer",
+    "Call",
+    "Method",
+    "Methods",
+    "Refused",
+    "Settings",
+    "beijing_now",
+    "injected_error",
+]
+
+#: Other system parameters the SDKs may also put in the query string.
+OPTIONAL_QUERY_PARAMS = frozenset(
+    {
+        "alipay_sdk",
+        "app_auth_token",
+        "notify_url",
+        "return_url",
+        "prod_code",
+        "terminal_type",
+        "terminal_info",
+    }
+)
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+#: "utf-8和GBK": the wire names, in the order the library lists them.
+_CHARSET_NAMES = "和".join(dict.fromkeys(CHARSETS.values()))
+
+
+def beijing_now() -> datetime:
+    """Now in Beijing time, naive: the clock Alipay's timestamps are read against."""
+    return datetime.now(BEIJING).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A gateway answer before rendering: the node name and its members in order."""
+
+    node: str
+    data: dict[str, Any]
+
+
+class Refused(Exception):
+    """A request the gateway turns down with an ``error_response``."""
+
+    def __init__(self, code: str, msg: str, sub_code: str, sub_msg: str) -> None:
+        super().__init__(sub_code)
+        self.error = {"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg}
+
+
+def _invalid(sub_code: str, sub_msg: str) -> Refused:
+    """40002: a parameter is there but wrong."""
+    return Refused("40002", "Invalid Arguments", sub_code, sub_msg)
+
+
+def _missing(sub_code: str, sub_msg: str) -> Refused:
+    """40001: a required parameter is absent."""
+    return Refused("40001", "Missing Required Arguments", sub_code, sub_msg)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One gateway call as the wire gave it: the record, its pairs in order, and where."""
+
+    record: GatewayRequest
+    query_pairs: list[tuple[str, str]]
+    form_pairs: list[tuple[str, str]]
+    #: The codec the call is decoded and verified in (utf-8 when none is named).
+    charset: str
+    #: ``http://host:port/`` of the emulator as the caller reached it.
+    host_url: str
+
+    @property
+    def params(self) -> dict[str, str]:
+        """Query and body parameters together, as the gateway signs them."""
+        return self.record.params
+
+
+class Settings(Protocol):
+    """The emulator's settings the methods read, at call time (tests change them)."""
+
+    token_ttl: int
+    refresh_ttl: int
+    expires_as_string: bool
+    timestamp_tolerance: float
+
+
+@dataclass(frozen=True)
+class Method:
+    """A gateway method: what runs it, and where its business errors go.
+
+    ``errors_in_node``: the method answers its errors inside its own node (as
+    ``alipay.user.info.share`` does, with code 20001) rather than in
+    ``error_response``.
+    """
+
+    run: Callable[[Methods, Call], Answer]
+    errors_in_node: bool = False
+
+
+class Methods:
+    """The gateway's checks and methods over the emulator's state."""
+
+    def __init__(self, state: State, settings: Settings, pki: Pki | None) -> None:
+        self.state = state
+        self.settings = settings
+        self.pki = pki
+
+    def process(self, call: Call) -> Answer:
+        """Check the request as the real gateway does, then run the method."""
+        try:
+            _check_charset(call.record.charset)
+            _check_placement(call.query_pairs, call.form_pairs)
+            params = call.params
+            app_key = self._check_app(params.get("app_id"))
+            _check_required(params)
+            self._check_timestamp(params["timestamp"])
+            sign_type = _check_sign_type(params["sign_type"])
+            _check_signature(call.record, app_key, sign_type, call.charset)
+            if self.pki is not None:
+                self._check_cert_sns(self.pki, params)
+            method = METHODS.get(params["method"])
+            if method is None:
+                raise _invalid("isv.invalid-method", "不存在的方法名")
+            return method.run(self, call)
+        except Refused as refused:
+            return Answer(ERROR_NODE, refused.error)
+
+    def _check_app(self, app_id: str | None) -> RSAPublicKey:
+        """The APPID's public key; unknown apps and apps with no key are refused."""
+        if not app_id:
+            raise _missing("isv.missing-app-id", "缺少AppID参数")
+        known, key = self.state.app_key(app_id)
+        if not known:
+            raise _invalid("isv.invalid-app-id", "无效的AppID参数")
+        if key is None:
+            raise _invalid(
+                "isv.missing-signature-config",
+                "验签出错, 未配置对应签名算法的公钥或者证书",
+            )
+        return key
+
+    def _check_cert_sns(self, pki: Pki, params: Mapping[str, str]) -> None:
+        """Certificate mode: the signed common parameters must name the app's current
+        certificate and the root bundle, as Alipay checks them."""
+        with self.state.lock:
+            issued = pki.app_certs.get(params["app_id"])
+        if issued is None or params.get("app_cert_sn") != issued.sn:
+            raise _invalid("isv.app-cert-not-exist", "应用公钥证书不存在")
+        if params.get("alipay_root_cert_sn") != pki.root_sn:
+            raise _invalid("invalid-alipay-root-cert-sn", "无效支付宝根证书序列号")
+
+    def _check_timestamp(self, timestamp: str) -> None:
+        """Alipay reads the timestamp as Beijing time, whatever the caller's zone."""
+        if not _TIMESTAMP.fullmatch(timestamp):
+            raise _invalid("isv.invalid-timestamp", "非法的时间戳参数")
+        try:
+            sent = datetime.strptime(timestamp, TIMESTAMP_FORMAT)
+        except ValueError:
+            raise _invalid("isv.invalid-timestamp", "非法的时间戳参数") from None
+        if abs((sent - beijing_now()).total_seconds()) > self.settings.timestamp_tolerance:
+            raise _invalid(
+                "isv.invalid-timestamp",
+                "非法的时间戳参数，请使用北京时间（UTC+8）",
+            )
+
+    # -- alipay.system.oauth.token -------------------------------------------
+
+    def oauth_token(self, call: Call) -> Answer:
+        """Exchange an auth_code or a refresh token for new tokens."""
+        params = call.params
+        app_id = params["app_id"]
+        grant_type = params.get("grant_type")
+        if grant_type == "authorization_code":
+            grant = self._redeem_code(params.get("code", ""), app_id)
+        elif grant_type == "refresh_token":
+            grant = self._redeem_refresh_token(params.get("refresh_token", ""), app_id)
+        else:
+            raise _invalid("isv.grant-type-invalid", "grant_type参数不正确")
+        return self._issue_tokens(grant)
+
+    def _redeem_code(self, code: str, app_id: str) -> Grant:
+        """The code's grant, if it is this app's and still fresh."""
+        grant = self.state.redeem_code(code)
+        if grant is None or grant.app_id != app_id or grant.expired():
+            raise _invalid("isv.code-invalid", "授权码code无效")
+        return grant
+
+    def _redeem_refresh_token(self, token: str, app_id: str) -> Grant:
+        """The refresh token's grant, if it is this app's and still fresh."""
+        grant = self.state.redeem_refresh_token(token)
+        if grant is None or grant.app_id != app_id:
+            raise _invalid("isv.refresh-token-invalid", "刷新令牌refresh_token无效")
+        if grant.expired():
+            raise _invalid("isv.refresh-token-time-out", "刷新令牌refresh_token已过期")
+        return grant
+
+    def _issue_tokens(self, grant: Grant) -> Answer:
+        """The token answer, members in sorted order, with the ids this user has."""
+        settings = self.settings
+        access_token, refresh_token, user = self.state.issue_tokens(
+            grant, settings.token_ttl, settings.refresh_ttl
+        )
+        expires_in: int | str = settings.token_ttl
+        re_expires_in: int | str = settings.refresh_ttl
+        if settings.expires_as_string:
+            expires_in, re_expires_in = str(expires_in), str(re_expires_in)
+        data: dict[str, Any] = {
+            "access_token": access_token,
+            "auth_start": beijing_now().strftime(TIMESTAMP_FORMAT),
+            "expires_in": expires_in,
+            "re_expires_in": re_expires_in,
+            "refresh_token": refresh_token,
+        }
+        data.update(user.identity())
+        return Answer(node_name(TOKEN_METHOD), dict(sorted(data.items())))
+
+    # -- alipay.user.info.share ----------------------------------------------
+
+    def user_info(self, call: Call) -> Answer:
+        """The profile; token problems answer inside the node with 20001."""
+        params = call.params
+        grant = self.state.access_grant(params.get("auth_token", ""))
+        if grant is None or grant.app_id != params["app_id"]:
+            return _token_refused("aop.invalid-auth-token", "无效的访问令牌")
+        if grant.expired():
+            return _token_refused("aop.auth-token-time-out", "访问令牌已过期")
+        if grant.scope != "auth_user":
+            return _token_refused("aop.invalid-auth-token", "无效的访问令牌")
+        with self.state.lock:
+            user = self.state.users[grant.user_key]
+        profile = user.profile()
+        if profile.get("avatar", "").startswith(AVATAR_PATH):
+            profile["avatar"] = call.host_url.rstrip("/") + profile["avatar"]
+        data: dict[str, Any] = {"code": SUCCESS_CODE, "msg": "Success", **profile}
+        return Answer(node_name(USER_INFO_METHOD), data)
+
+
+#: The methods the gateway serves, by name.
+METHODS: dict[str, Method] = {
+    TOKEN_METHOD: Method(Methods.oauth_token),
+    USER_INFO_METHOD: Method(Methods.user_info, errors_in_node=True),
+}
+
+
+def _token_refused(sub_code: str, sub_msg: str) -> Answer:
+    """A token problem: inside the profile node with 20001, as Alipay answers it."""
+    error = {
+        "code": "20001",
+        "msg": "Insufficient Token Permissions",
+        "sub_code": sub_code,
+        "sub_msg": sub_msg,
+    }
+    return Answer(node_name(USER_INFO_METHOD), error)
+
+
+def injected_error(method: str | None, injection: Injection) -> Answer:
+    """An injected ``sub_code``, where the method would put a real error of its own."""
+    served = METHODS.get(method or "")
+    if method is not None and served is not None and served.errors_in_node:
+        return Answer(node_name(method), injection.error())
+    return Answer(ERROR_NODE, injection.error())
+
+
+def _check_charset(named: str | None) -> None:
+    """``charset`` must be in the query, and one the gateway speaks."""
+    if not named:
+        raise _invalid(
+            "isv.invalid-signature",
+            "验签出错，请确认charset参数放在了URL查询字符串中",
+        )
+    if wire_charset(named) is None:
+        raise _invalid("isv.invalid-charset", f"字符集错误：{named}，仅支持{_CHARSET_NAMES}")
+
+
+def _check_placement(query_pairs: list[tuple[str, str]], form_pairs: list[tuple[str, str]]) -> None:
+    """The SDKs' split, enforced: common params in the query, the rest in the body.
+
+    The real gateway is laxer about some of this; the emulator is strict so a
+    client's split is tested.
+    """
+    for name, _ in form_pairs:
+        if name in QUERY_PARAMS:
+            raise _invalid(
+                "isv.invalid-parameter",
+                f"公共参数{name}应放在URL查询字符串中 (common parameter {name} "
+                "belongs in the query string)",
+            )
+    for name, _ in query_pairs:
+        if name not in QUERY_PARAMS and name not in OPTIONAL_QUERY_PARAMS:
+            raise _invalid(
+                "isv.invalid-parameter",
+                f"业务参数{name}应放在请求体中 (parameter {name} belongs in the form body)",
+            )
+    for pairs in (query_pairs, form_pairs):
+        names = [name for name, _ in pairs]
+        for name in names:
+            if names.count(name) > 1:
+                raise _invalid("isv.invalid-parameter", f"参数{name}重复 (repeated)")
+
+
+def _check_required(params: Mapping[str, str]) -> None:
+    """The common parameters the gateway will not go on without; ``format`` is JSON."""
+    required = (
+        ("method", "isv.missing-method", "缺少方法名参数"),
+        ("timestamp", "isv.missing-timestamp", "缺少时间戳参数"),
+        ("sign_type", "isv.missing-signature-type", "缺少签名类型参数"),
+        ("sign", "isv.missing-signature", "缺少签名参数"),
+        ("version", "isv.missing-version", "缺少版本参数"),
+    )
+    for name, sub_code, sub_msg in required:
+        if not params.get(name):
+            raise _missing(sub_code, sub_msg)
+    if params.get("format", "JSON").upper() != "JSON":
+        raise _invalid("isv.invalid-format", "无效的数据格式")
+
+
+def _check_sign_type(sign_type: str) -> str:
+    """Only the sign types the gateway verifies."""
+    if sign_type not in SIGN_TYPES:
+        raise _invalid("isv.invalid-signature-type", "无效的签名类型")
+    return sign_type
+
+
+def _check_signature(
+    record: GatewayRequest, key: RSAPublicKey, sign_type: str, charset: str
+) -> None:
+    """Verify the string to sign in the request charset; on failure quote it, as the
+    real gateway does, so a client can diff it against its own."""
+    content = record.string_to_sign.encode(charset, errors="replace")
+    if not verify_signature(content, record.params["sign"], key, sign_type):
+        raise _invalid(
+            "isv.invalid-signature",
+            "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配，"
+            f"网关生成的验签字符串为：{record.string_to_sign}",
+        )
