@@ -71,7 +71,7 @@ class Gateway:
 
     def __init__(self, config: AlipayConfig) -> None:
         self.config = config
-        self.http = requests.Session()
+        self.http = _NoRedirectSession()
         self.http.headers["User-Agent"] = "Flask-Alipay-Login"
         self.http.headers["Accept-Encoding"] = _ACCEPT_ENCODING
         adapter = _WatchedAdapter()
@@ -196,6 +196,18 @@ def _read_answer(response: requests.Response, watch: _Watch) -> bytes:
     out += decoder.finish(MAX_ANSWER_BYTES - len(out))
     watch.check()
     return bytes(out)
+
+
+class _NoRedirectSession(requests.Session):
+    """A session that never follows a redirect, and so never reads a redirect's body.
+
+    ``allow_redirects=False`` alone is not enough: requests still reads (and
+    decompresses) a 3xx body to prepare the next hop.  With no redirect target
+    there is no next hop.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
 
 
 class _Decoder:
