@@ -168,7 +168,7 @@ class Gateway:
 
 def _transport_failure(error: Exception, watch: _Watch) -> AlipayError:
     if watch.expired() or isinstance(error, (requests.Timeout, socket.timeout)):
-        return GatewayTimedOut("The Alipay gateway did not answer within ALIPAY_TIMEOUT.")
+        return GatewayTimedOut("The Alipay gateway timed out.")
     return GatewayUnreachable("The Alipay gateway could not be reached.")
 
 
@@ -264,7 +264,7 @@ class _Watch:
 
     def check(self) -> None:
         if self.expired():
-            raise GatewayTimedOut("The Alipay gateway did not answer within ALIPAY_TIMEOUT.")
+            raise GatewayTimedOut("The Alipay gateway timed out.")
 
     def add(self, sock: socket.socket | None) -> None:
         if sock is None:
