@@ -53,6 +53,8 @@ class AlipayConfig:
     url_prefix: str
     default_next: str
     timeout: float
+    #: False only when the site chose to run unverified (ALIPAY_VERIFY_ANSWERS).
+    verify_answers: bool = True
     #: Certificate mode (公钥证书): our SNs, and Alipay's certificate keys by SN.
     app_cert_sn: str | None = None
     alipay_root_cert_sn: str | None = None
@@ -141,11 +143,11 @@ def load_config(config: Mapping[str, Any], prefix: str = "ALIPAY_") -> AlipayCon
     loaded, errors = inspect_config(config, prefix)
     if loaded is None:
         raise errors[0]
-    if loaded.alipay_public_key is None and not loaded.cert_mode:
+    if not loaded.verify_answers:
         log.warning(
-            "%s is not set: answers from Alipay cannot be verified. Paste "
-            "Alipay's public key (支付宝公钥) from the console.",
-            prefix + "PUBLIC_KEY",
+            "%sVERIFY_ANSWERS is False: answers from Alipay are NOT verified, so whoever "
+            "answers for the gateway chooses who signs in. Never run like this in production.",
+            prefix,
         )
     return loaded
 
@@ -159,6 +161,15 @@ def inspect_config(
     private_key: RSAPrivateKey | None = values["PRIVATE_KEY"]
     certificates = _certificates(r, values, private_key)
     public_key = None if certificates else values["PUBLIC_KEY"]
+    unverifiable = public_key is None and not certificates
+    chose_keys = "PUBLIC_KEY" in r.used or any(key in r.used for key in CERT_FILES)
+    if unverifiable and not chose_keys and values["VERIFY_ANSWERS"] is not False:
+        r.fail(
+            "PUBLIC_KEY",
+            f"(or {r.name('PUBLIC_KEY_FILE')}) is required: it verifies every answer from "
+            "Alipay. Paste Alipay's public key (支付宝公钥) from the console, or use "
+            f"certificate mode. To run unverified, set {r.name('VERIFY_ANSWERS')} = False.",
+        )
     if (
         public_key is not None
         and private_key is not None
@@ -190,6 +201,7 @@ def inspect_config(
         url_prefix=url_prefix,
         default_next=values["DEFAULT_NEXT"],
         timeout=values["TIMEOUT"],
+        verify_answers=values["VERIFY_ANSWERS"] is not False,
         **(certificates or {}),
     )
     return loaded, []

@@ -76,21 +76,22 @@ def _warnings(cfg: AlipayConfig, prefix: str) -> list[Finding]:
         )
     if cfg.cert_mode:
         found += _certificate_findings(cfg, prefix)
-    elif cfg.alipay_public_key is None:
-        found.append(
-            Finding(
-                "warning",
-                f"{prefix}PUBLIC_KEY is not set: Alipay's answers cannot be verified.",
-                "Paste Alipay's public key (支付宝公钥), shown in the console after you "
-                "upload your app public key.",
-            )
-        )
-    elif cfg.alipay_public_key.key_size < MIN_BITS:
+    elif cfg.alipay_public_key is not None and cfg.alipay_public_key.key_size < MIN_BITS:
         found.append(
             Finding(
                 "warning",
                 f"{prefix}PUBLIC_KEY is {cfg.alipay_public_key.key_size} bits.",
                 "Check that it is Alipay's public key (支付宝公钥) for RSA2.",
+            )
+        )
+    if not cfg.verify_answers:
+        found.append(
+            Finding(
+                "error",
+                f"{prefix}VERIFY_ANSWERS is False: Alipay's answers are not verified, so "
+                "whoever answers for the gateway chooses who signs in.",
+                f"Set {prefix}PUBLIC_KEY to Alipay's public key (支付宝公钥) and remove "
+                f"{prefix}VERIFY_ANSWERS.",
             )
         )
     if cfg.sign_type == "RSA":

@@ -206,8 +206,8 @@ class AlipayLogin:
     ) -> dict[str, Any]:
         """A signed, verified call of any gateway method; returns the answer's node.
 
-        ``biz_content`` (a dict is sent as compact JSON) and ``params`` go in the
-        body; ``auth_token`` rides with the common parameters.  Raises AlipayError.
+        ``biz_content`` (a dict is sent as compact JSON), ``params`` and
+        ``auth_token`` go in the body, never in the URL.  Raises AlipayError.
         """
         business = dict(params)
         if biz_content is not None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BEIJING",
+    "BODY_PARAMS",
     "CERT_PARAMS",
     "CHARSETS",
     "COMMON_PARAMS",
@@ -98,6 +99,10 @@ COMMON_PARAMS = ("app_id", "method", "format", "charset", "sign_type", "timestam
 CERT_PARAMS = ("app_cert_sn", "alipay_root_cert_sn")
 #: Everything the official SDKs put in the query string; the rest goes in the body.
 QUERY_PARAMS = (*COMMON_PARAMS, "sign", "auth_token", *CERT_PARAMS)
+#: Of those, what flask_alipay sends in the body instead: the gateway reads every
+#: parameter from either place once ``charset`` is in the query (docs/protocol.md
+#: §11), and a token in a URL ends up in every log line that quotes the URL.
+BODY_PARAMS = ("auth_token",)
 
 ERROR_NODE = "error_response"
 #: ``code`` of a successful business answer (a token answer has no code at all).
@@ -152,7 +157,10 @@ def signed_request(
     auth_token: str | None = None,
     now: datetime | None = None,
 ) -> SignedRequest:
-    """Common parameters and ``sign`` in the query, business parameters in the body."""
+    """Common parameters and ``sign`` in the query; business ones and ``auth_token`` in the body.
+
+    No secret travels in the URL, so none reaches a log line that quotes it.
+    """
     common = {
         "app_id": cfg.app_id,
         "method": method,
@@ -162,18 +170,19 @@ def signed_request(
         "timestamp": beijing_timestamp(now),
         "version": "1.0",
     }
+    body = dict(business)
     if auth_token:
-        common["auth_token"] = auth_token
+        body["auth_token"] = auth_token
     if cfg.app_cert_sn and cfg.alipay_root_cert_sn:
         common["app_cert_sn"] = cfg.app_cert_sn
         common["alipay_root_cert_sn"] = cfg.alipay_root_cert_sn
-    text = string_to_sign({**business, **common})
+    text = string_to_sign({**body, **common})
     common["sign"] = sign_text(text, cfg.private_key, cfg.sign_type, cfg.charset)
     separator = "&" if "?" in cfg.gateway_url else "?"
     return SignedRequest(
         method=method,
         url=cfg.gateway_url + separator + urlencode(common, encoding=cfg.charset),
-        body=urlencode(business, encoding=cfg.charset).encode("ascii"),
+        body=urlencode(body, encoding=cfg.charset).encode("ascii"),
         headers={
             "Content-Type": f"application/x-www-form-urlencoded;charset={cfg.charset}",
             "Accept": "application/json",
@@ -202,7 +211,12 @@ def is_error(answer: SignedAnswer) -> bool:
 
 
 def answer_key(cfg: AlipayConfig, answer: SignedAnswer) -> RSAPublicKey | None:
-    """Alipay's public key, or in certificate mode the certificate the answer names."""
+    """Alipay's public key, or in certificate mode the certificate the answer names.
+
+    None only when the site chose ``ALIPAY_VERIFY_ANSWERS = False``.
+    """
+    if not cfg.verify_answers:
+        return None
     if not cfg.cert_mode:
         return cfg.alipay_public_key
     if not answer.cert_sn:
@@ -217,8 +231,10 @@ def answer_key(cfg: AlipayConfig, answer: SignedAnswer) -> RSAPublicKey | None:
 
 
 def verify(cfg: AlipayConfig, answer: SignedAnswer, key: RSAPublicKey | None) -> None:
-    """Raise UnverifiedAnswer unless ``answer`` is signed by ``key``."""
+    """Raise UnverifiedAnswer unless ``answer`` is signed by ``key`` (None: not verifying)."""
     if key is None:
+        if cfg.verify_answers:
+            raise UnverifiedAnswer("No key to verify Alipay's answer with.")
         return
     if not answer.sign:
         raise UnverifiedAnswer("Alipay's answer is not signed.")

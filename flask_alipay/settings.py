@@ -191,9 +191,16 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         _public_key,
         "Alipay's public key (支付宝公钥) from the console, PEM or one-line base64; "
-        "verifies every answer",
-        shown="none",
+        "verifies every answer. Required outside certificate mode",
+        shown="required",
         material=True,
+    ),
+    Setting(
+        "VERIFY_ANSWERS",
+        True,
+        _flag,
+        "verify every answer's signature; `False` is the only way to run without "
+        "`{prefix}PUBLIC_KEY`, warns at every start, and `flask alipay check` calls it an error",
     ),
     Setting(
         "APP_CERT",
@@ -305,5 +312,6 @@ def markdown_table(prefix: str = "ALIPAY_") -> str:
         else:
             default = f"`{setting.default}`"
         logto = f"`{setting.logto}`" if setting.logto else "—"
-        rows.append(f"| {key} | {default} | {setting.doc} | {logto} |")
+        doc = setting.doc.replace("{prefix}", prefix)
+        rows.append(f"| {key} | {default} | {doc} | {logto} |")
     return "\n".join(rows)

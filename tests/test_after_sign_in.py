@@ -107,7 +107,8 @@ def test_generic_call_sends_biz_content_as_json(
     (sent,) = alipay_emulator.requests
     assert json.loads(sent.form["biz_content"]) == content
     assert "订单-1" in sent.form["biz_content"]  # raw Chinese, in the request charset
-    assert sent.query["auth_token"] == "tok" and "biz_content" not in sent.query
+    assert sent.form["auth_token"] == "tok" and "biz_content" not in sent.query
+    assert "auth_token" not in sent.query  # no token in any URL
 
 
 def test_profile_of_another_user_than_the_token_is_refused(

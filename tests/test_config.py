@@ -156,14 +156,22 @@ def test_missing_secret_key_fails_at_start(base: dict[str, Any]) -> None:
         AlipayLogin(app)
 
 
-def test_missing_public_key_logs_one_warning(
+def test_without_alipays_public_key_the_app_does_not_start(base: dict[str, Any]) -> None:
+    del base["ALIPAY_PUBLIC_KEY"]
+    with pytest.raises(AlipayConfigError, match=r"ALIPAY_PUBLIC_KEY \(or ALIPAY_PUBLIC_KEY_FILE\)"):
+        AlipayLogin(make_app(base))
+
+
+def test_running_unverified_is_explicit_and_warns_at_every_start(
     base: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     del base["ALIPAY_PUBLIC_KEY"]
     with caplog.at_level(logging.WARNING, logger="flask_alipay"):
-        AlipayLogin(make_app(base))
-    warnings = [r for r in caplog.records if "ALIPAY_PUBLIC_KEY is not set" in r.getMessage()]
-    assert len(warnings) == 1
+        for _ in range(2):
+            AlipayLogin(make_app({**base, "ALIPAY_VERIFY_ANSWERS": False}))
+    warnings = [r for r in caplog.records if "ALIPAY_VERIFY_ANSWERS is False" in r.getMessage()]
+    assert len(warnings) == 2
+    assert load_config({**base, "ALIPAY_VERIFY_ANSWERS": "0"}).verify_answers is False
 
 
 def test_prefix_reads_its_own_keys(base: dict[str, Any]) -> None:

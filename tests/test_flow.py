@@ -136,7 +136,7 @@ def test_gateway_requests_are_split_signed_and_in_beijing_time(
     sent = datetime.strptime(token_call.query["timestamp"], "%Y-%m-%d %H:%M:%S")
     assert abs((sent - beijing).total_seconds()) < 60
     assert info_call.method == "alipay.user.info.share"
-    assert "auth_token" in info_call.query and info_call.form == {}
+    assert set(info_call.form) == {"auth_token"} and "auth_token" not in info_call.query
 
 
 @pytest.mark.parametrize("sign_type", ["RSA2", "RSA"])
@@ -524,3 +524,15 @@ def test_short_hint_outside_debug(
     page = alipay_sign_in(client).get_data(as_text=True)
     assert "获取会员信息" in page  # the first sentence names the product...
     assert "ALIPAY_SCOPE" not in page  # ...the rest waits for debug mode
+
+
+def test_unsigned_answers_pass_only_when_the_site_opts_out(
+    make_site: Callable[..., Flask], alipay_emulator: AlipayEmulator, alipay_sign_in: SignIn
+) -> None:
+    alipay_emulator.inject(unsigned=True, times=2)
+    refused = alipay_sign_in(make_site().test_client())
+    assert refused.status_code == 502
+    alipay_emulator.reset()
+    alipay_emulator.inject(unsigned=True, times=2)
+    opted_out = make_site(ALIPAY_PUBLIC_KEY=None, ALIPAY_VERIFY_ANSWERS=False)
+    assert alipay_sign_in(opted_out.test_client()).status_code == 302

@@ -104,7 +104,7 @@ def test_success_and_every_failure_leak_nothing(
 
     assert len(errors) == 6 and len(tokens) == 6
     # Tokens of the sign-ins whose profile call failed count as well.
-    tokens += [r.query["auth_token"] for r in alipay_emulator.requests if "auth_token" in r.query]
+    tokens += [r.params["auth_token"] for r in alipay_emulator.requests if "auth_token" in r.params]
     assert len(set(tokens)) > 6
     assert any(
         r.query.get("sign_type") and e.sub_code == "isv.invalid-signature"

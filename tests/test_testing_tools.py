@@ -100,7 +100,9 @@ def test_bad_app_public_key_is_a_clear_error() -> None:
 
 
 PLUGIN_TESTS = """
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
+from flask_alipay.keys import public_key_base64
 from flask_alipay import AlipayLogin, current_alipay_user, login_required
 import pytest
 
@@ -129,7 +131,12 @@ def test_factory_with_alipay_config(alipay_config, alipay_emulator, alipay_sign_
 def app(alipay_test_keys):
     # Configured for production; the plugin points it at the emulator.
     pem = alipay_test_keys.app_private_key_pem
-    return make({"ALIPAY_APP_ID": "2021000000000042", "ALIPAY_PRIVATE_KEY": pem})
+    production_alipay_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return make({
+        "ALIPAY_APP_ID": "2021000000000042",
+        "ALIPAY_PRIVATE_KEY": pem,
+        "ALIPAY_PUBLIC_KEY": public_key_base64(production_alipay_key.public_key()),
+    })
 
 
 def test_existing_app_is_pointed(app, alipay_emulator, alipay_sign_in):

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from flask_alipay.protocol import (
     BEIJING,
+    BODY_PARAMS,
     CHARSETS,
     ERROR_NODE,
     QUERY_PARAMS,
@@ -315,11 +316,12 @@ def _check_charset(named: str | None) -> None:
 def _check_placement(query_pairs: list[tuple[str, str]], form_pairs: list[tuple[str, str]]) -> None:
     """The SDKs' split, enforced: common params in the query, the rest in the body.
 
-    The real gateway is laxer about some of this; the emulator is strict so a
-    client's split is tested.
+    ``auth_token`` may also ride in the body (``protocol.BODY_PARAMS``), where
+    flask_alipay puts it.  The real gateway is laxer still; the emulator is
+    strict so a client's split is tested.
     """
     for name, _ in form_pairs:
-        if name in QUERY_PARAMS:
+        if name in QUERY_PARAMS and name not in BODY_PARAMS:
             raise _invalid(
                 "isv.invalid-parameter",
                 f"公共参数{name}应放在URL查询字符串中 (common parameter {name} "
