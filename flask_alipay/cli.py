@@ -61,7 +61,7 @@ def keygen(out: Path, bits: int) -> None:
             f"{names} already exist{'s' if len(taken) == 1 else ''}; nothing was written. "
             "Move the old keys away, or use --out for another folder."
         )
-    out.mkdir(parents=True, exist_ok=True)
+    _make_private_folder(out)
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -79,12 +79,20 @@ def keygen(out: Path, bits: int) -> None:
     click.echo(f"ALIPAY_PRIVATE_KEY_FILE={private_path.resolve()}")
 
 
+def _make_private_folder(folder: Path) -> None:
+    """Create ``folder`` and any missing parents 0700, whatever the umask; keep existing ones."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for path in reversed(missing):
+        path.mkdir(mode=0o700)
+        os.chmod(path, 0o700)  # mkdir's mode passes through the umask
+
+
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create a file that must not exist yet, with its mode set from the start."""
+    """Create a file that must not exist yet, with exactly ``mode`` before any byte is in it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), mode)  # the umask may have narrowed or widened it
         handle.write(data)
-    os.chmod(path, mode)  # the umask may have narrowed it
 
 
 _MARKS = {"error": "ERROR  ", "warning": "WARNING", "ok": "OK     "}

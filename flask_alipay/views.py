@@ -65,8 +65,14 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
                 return result
         return redirect(str(pending.get("next") or ext.config.default_next))
 
-    @bp.route("/logout", methods=["GET", "POST"])
+    @bp.route("/logout", methods=["POST"])
     def logout() -> ResponseReturnValue:
+        # POST only, so a link or an image on another site cannot sign anyone out; a
+        # browser that says the form came from another site is refused as well.
+        if cross_site(
+            request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin"), request.host_url
+        ):
+            return "Cross-site logout refused.", 403
         user = ext.forget()
         if user is not None:
             app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -76,6 +82,19 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
 
     bp.register_error_handler(AlipayError, lambda error: render_error(ext, error))
     return bp
+
+
+def cross_site(fetch_site: str | None, origin: str | None, host_url: str) -> bool:
+    """True when the browser says the request comes from another site.
+
+    ``Sec-Fetch-Site`` when the browser sends it, else ``Origin``; a request with
+    neither (an old browser, a script) is left to CSRF protection.
+    """
+    if fetch_site is not None:
+        return fetch_site == "cross-site"
+    if origin is None or origin == "null":
+        return origin == "null"
+    return origin.rstrip("/") != host_url.rstrip("/")
 
 
 def render_error(ext: AlipayLogin, error: AlipayError) -> ResponseReturnValue:

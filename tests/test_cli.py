@@ -55,6 +55,32 @@ def test_keygen_in_an_empty_folder_with_no_app(tmp_path: Path) -> None:
     assert pem_body(text)[20:80] not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_keygen_modes_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    command = [sys.executable, "-m", "flask", "alipay", "keygen", "--out", "deep/keys"]
+    env = {k: v for k, v in os.environ.items() if k not in ("FLASK_APP", "PYTHONPATH")}
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.umask(umask),
+    )
+    assert result.returncode == 0, result.stderr
+    mode = {
+        path.relative_to(tmp_path).as_posix(): stat.S_IMODE(path.stat().st_mode)
+        for path in [tmp_path / "deep", *(tmp_path / "deep").rglob("*")]
+    }
+    assert mode == {
+        "deep": 0o700,
+        "deep/keys": 0o700,
+        "deep/keys/app_private_key.pem": 0o600,
+        "deep/keys/app_public_key.pem": 0o644,
+    }
+
+
 def test_keygen_refuses_to_overwrite(tmp_path: Path) -> None:
     assert flask_cli("alipay", "keygen", cwd=tmp_path).returncode == 0
     before = (tmp_path / "app_private_key.pem").read_bytes()

@@ -481,12 +481,16 @@ def test_login_required_answers_json_with_401(alipay_sign_in: SignIn, client: Fl
     assert me.status_code == 200 and me.json is not None and me.json["nick_name"] == "小明"
 
 
-@pytest.mark.parametrize("method", ["post", "get"])
-def test_logout(alipay_sign_in: SignIn, client: FlaskClient, method: str) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Sec-Fetch-Site": "same-origin"}, {"Origin": "http://localhost"}],
+    ids=["no-browser-headers", "same-origin", "origin"],
+)
+def test_logout(alipay_sign_in: SignIn, client: FlaskClient, headers: dict[str, str]) -> None:
     alipay_sign_in(client)
     assert client.get("/private").status_code == 200
     with received(user_logged_out) as logouts:
-        response = getattr(client, method)("/alipay/logout")
+        response = client.post("/alipay/logout", headers=headers)
     assert response.status_code == 302 and response.headers["Location"] == "/"
     assert len(logouts) == 1 and isinstance(logouts[0]["user"], AlipayUser)
     assert client.get("/private").status_code == 302
@@ -536,3 +540,26 @@ def test_unsigned_answers_pass_only_when_the_site_opts_out(
     alipay_emulator.inject(unsigned=True, times=2)
     opted_out = make_site(ALIPAY_PUBLIC_KEY=None, ALIPAY_VERIFY_ANSWERS=False)
     assert alipay_sign_in(opted_out.test_client()).status_code == 302
+
+
+@pytest.mark.parametrize(
+    "method, headers, status",
+    [
+        ("get", {}, 405),  # a link or an <img> on any site
+        ("post", {"Sec-Fetch-Site": "cross-site"}, 403),
+        ("post", {"Origin": "https://evil.example"}, 403),
+        ("post", {"Origin": "null"}, 403),
+    ],
+)
+def test_no_cross_site_logout(
+    alipay_sign_in: SignIn,
+    client: FlaskClient,
+    method: str,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    alipay_sign_in(client)
+    with received(user_logged_out) as logouts:
+        response = getattr(client, method)("/alipay/logout", headers=headers)
+    assert response.status_code == status
+    assert logouts == [] and client.get("/private").status_code == 200
