@@ -209,7 +209,7 @@ class Control:
         return self._call("POST", "inject", json={"method": method, **arguments})
 
     def reset(self) -> dict[str, Any]:
-        return self._call("POST", "reset")
+        return self._call("POST", "reset", json={})
 
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "stats")

@@ -101,7 +101,7 @@ def test_reset_clears_injections(
 ) -> None:
     control("POST", "inject", json={"unsigned": True, "times": 5})
     control("POST", "inject", json={"method": USER_INFO, "truncated": True})
-    answer = control("POST", "reset")
+    answer = control("POST", "reset", json={})
     assert answer.status_code == 200
     assert answer.json() == {"injections_cleared": 6, "injections_left": 0}
     assert not steered.injections
@@ -126,7 +126,7 @@ def test_stats_count_calls_by_method(
     assert stats["injections_left"] == 3
     assert stats["injections"][0]["method"] == TOKEN
     # reset() forgets the recorded requests but not the counts.
-    control("POST", "reset")
+    control("POST", "reset", json={})
     assert control("GET", "stats").json()["gateway_requests_total"] == 4
     assert steered.requests == []
 
@@ -165,7 +165,7 @@ def test_inject_refuses_bad_arguments(
     message: str,
 ) -> None:
     if isinstance(body, str):
-        answer = control("POST", "inject", data=body)
+        answer = control("POST", "inject", data=body, headers={"Content-Type": "application/json"})
     else:
         answer = control("POST", "inject", json=body)
     assert answer.status_code == 400
@@ -215,3 +215,41 @@ def test_command_line_flag(tmp_path: Path, app_key: rsa.RSAPrivateKey, on: bool)
     else:
         assert (stats.status_code, injected.status_code) == (404, 404)
         assert "Control channel" not in printed
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+@pytest.mark.parametrize("name", ["inject", "reset"])
+def test_a_cross_site_simple_post_is_refused(
+    steered: AlipayEmulator,
+    control: Callable[..., requests.Response],
+    name: str,
+    content_type: str,
+) -> None:
+    # What a page on any site can send without a CORS preflight.
+    answer = control(
+        "POST", name, data='{"html_status": 502}', headers={"Content-Type": content_type}
+    )
+    assert answer.status_code == 415
+    assert steered.injections == []
+
+
+@pytest.mark.parametrize(("verb", "name"), PATHS)
+def test_a_rebound_host_is_refused(
+    steered: AlipayEmulator, control: Callable[..., requests.Response], verb: str, name: str
+) -> None:
+    # A DNS-rebinding page: its own name, resolving to the emulator's address.
+    answer = control(verb, name, json={"html_status": 502}, headers={"Host": "evil.example:80"})
+    assert answer.status_code == 403
+    assert steered.injections == []
+
+
+def test_localhost_is_the_same_address(
+    steered: AlipayEmulator, control: Callable[..., requests.Response]
+) -> None:
+    assert steered.server is not None
+    port = steered.server.url.rsplit(":", 1)[1]
+    answer = control("GET", "stats", headers={"Host": f"localhost:{port}"})
+    assert answer.status_code == 200

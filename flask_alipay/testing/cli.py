@@ -75,7 +75,8 @@ def _write_certs(emulator: AlipayEmulator, directory: Path) -> dict[str, Path]:
     help=f"Let another process steer the emulator over HTTP, for load and fault tests: "
     f"POST {CONTROL_PATH}inject (a JSON object of inject() arguments), POST "
     f"{CONTROL_PATH}reset, GET {CONTROL_PATH}stats and {CONTROL_PATH}users. "
-    "Unauthenticated: loopback only.",
+    "Unauthenticated, so loopback only; POSTs must be application/json and the Host header "
+    "must be the address served, so no web page can steer it.",
 )
 def emulator_command(
     host: str,

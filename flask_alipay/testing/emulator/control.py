@@ -4,6 +4,13 @@ Off unless ``AlipayEmulator(control=True)``, since it has no authentication:
 it exists for load and fault tests where the emulator runs in its own process
 (``flask alipay emulator --control``).  Arguments to ``inject`` arrive as JSON,
 so they are checked here, one by one, before they reach :meth:`inject`.
+
+A web page in the developer's browser must not be able to steer it either:
+
+* a POST must say ``Content-Type: application/json``, which a cross-site form
+  or a "simple" ``fetch`` cannot send without a CORS preflight that is refused;
+* the ``Host`` header must name the address served, so a DNS-rebinding page
+  (its own name resolving to 127.0.0.1) is refused.
 """
 
 from __future__ import annotations
@@ -29,11 +36,28 @@ _INJECT_REQUIRED_TEXT = ("code", "msg")
 _INJECT_FLAGS = ("bad_signature", "wrong_key", "unsigned", "gbk_error", "truncated")
 
 
-def add_control_routes(app: Flask, state: State, inject: Callable[..., Injection]) -> None:
+def add_control_routes(
+    app: Flask,
+    state: State,
+    inject: Callable[..., Injection],
+    served: Callable[[], str | None],
+) -> None:
     """``POST inject``, ``POST reset``, ``GET stats`` and ``GET users`` under CONTROL_PATH.
 
-    ``inject`` is the emulator's own :meth:`inject`, so both doors queue alike.
+    ``inject`` is the emulator's own :meth:`inject`, so both doors queue alike;
+    ``served`` gives the ``host:port`` the emulator listens on.
     """
+
+    @app.before_request
+    def refuse_browsers() -> Response | None:
+        """Only a same-host JSON client reaches the control paths."""
+        if not request.path.startswith(CONTROL_PATH):
+            return None
+        if request.host not in _allowed_hosts(served()):
+            return _json({"error": "the Host header is not the address the emulator serves"}, 403)
+        if request.method == "POST" and request.mimetype != "application/json":
+            return _json({"error": "control requests must be application/json"}, 415)
+        return None
 
     def inject_view() -> Response:
         """Queue an injection from a JSON object of inject() arguments."""
@@ -67,6 +91,17 @@ def add_control_routes(app: Flask, state: State, inject: Callable[..., Injection
     app.add_url_rule(CONTROL_PATH + "reset", "control_reset", reset_view, methods=["POST"])
     app.add_url_rule(CONTROL_PATH + "stats", "control_stats", stats_view)
     app.add_url_rule(CONTROL_PATH + "users", "control_users", users_view)
+
+
+def _allowed_hosts(served: str | None) -> set[str]:
+    """The served ``host:port``, and its ``localhost`` spelling when that is loopback."""
+    if served is None:
+        return set()
+    host, _, port = served.rpartition(":")
+    allowed = {served}
+    if host in ("127.0.0.1", "[::1]", "localhost"):
+        allowed |= {f"localhost:{port}", f"127.0.0.1:{port}"}
+    return allowed
 
 
 def _left(state: State) -> dict[str, int]:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -295,6 +296,10 @@ class AlipayEmulator:
 
     # -- serving -------------------------------------------------------------
 
+    def _served_host(self) -> str | None:
+        """``host:port`` as a client names it, while serving."""
+        return urlsplit(self.server.url).netloc if self.server is not None else None
+
     def start(
         self, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True
     ) -> EmulatorServer:
@@ -378,5 +383,5 @@ class AlipayEmulator:
         app.add_url_rule(GATEWAY_PATH, "gateway", gateway.view, methods=["GET", "POST"])
         app.add_url_rule(AVATAR_PATH + "<key>.svg", "avatar", pages.avatar)
         if self.control:
-            add_control_routes(app, self._state, self.inject)
+            add_control_routes(app, self._state, self.inject, self._served_host)
         return app
