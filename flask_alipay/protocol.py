@@ -9,6 +9,7 @@ from, are in ``docs/protocol.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,9 +32,10 @@ from .signing import (
     AnswerFormatError,
     SignedAnswer,
     parse_answer,
+    read_node,
     sign_text,
+    signed_bytes,
     string_to_sign,
-    verify_signature,
 )
 
 if TYPE_CHECKING:
@@ -195,13 +197,33 @@ def signed_request(
 
 
 def parse(cfg: AlipayConfig, method: str, status: int, body: bytes) -> SignedAnswer:
-    """Find the signed node of an answer, or raise MalformedAnswer."""
+    """Find the signed node of an answer, or raise MalformedAnswer.
+
+    Error answers have been seen in GBK when utf-8 was asked, so an error may be
+    read in the other charset; a success answer is read in the asked one or not
+    at all, so no stray byte can turn a signed nickname into mojibake.
+    """
     if status != 200:
         raise MalformedAnswer(f"The Alipay gateway answered HTTP {status}.")
     try:
         return parse_answer(body, node_name(method), cfg.charset)
     except AnswerFormatError as error:
-        raise MalformedAnswer(f"The Alipay gateway's answer is malformed: {error}.") from None
+        problem = error
+    try:
+        answer = parse_answer(body, node_name(method), _other_charset(cfg.charset))
+    except AnswerFormatError:
+        answer = None
+    if answer is None:
+        raise MalformedAnswer(f"The Alipay gateway's answer is malformed: {problem}.")
+    if not is_error(answer):
+        raise MalformedAnswer(
+            f"The Alipay gateway's answer is not {cfg.charset} text, as ALIPAY_CHARSET asks."
+        )
+    return answer
+
+
+def _other_charset(charset: str) -> str:
+    return "GBK" if charset == "utf-8" else "utf-8"
 
 
 def is_error(answer: SignedAnswer) -> bool:
@@ -230,16 +252,28 @@ def answer_key(cfg: AlipayConfig, answer: SignedAnswer) -> RSAPublicKey | None:
     return key
 
 
-def verify(cfg: AlipayConfig, answer: SignedAnswer, key: RSAPublicKey | None) -> None:
-    """Raise UnverifiedAnswer unless ``answer`` is signed by ``key`` (None: not verifying)."""
+def verify(cfg: AlipayConfig, answer: SignedAnswer, key: RSAPublicKey | None) -> SignedAnswer:
+    """``answer`` as ``key`` signed it, or UnverifiedAnswer (key None: not verifying).
+
+    When only the ``\\/``-unescaped bytes verify, the answer is read again from
+    those bytes: the data must be what was signed, or nothing.
+    """
     if key is None:
         if cfg.verify_answers:
             raise UnverifiedAnswer("No key to verify Alipay's answer with.")
-        return
+        return answer
     if not answer.sign:
         raise UnverifiedAnswer("Alipay's answer is not signed.")
-    if not verify_signature(answer.content, answer.sign, key, cfg.sign_type):
+    signed = signed_bytes(answer.content, answer.sign, key, cfg.sign_type)
+    if signed is None:
         raise UnverifiedAnswer("Alipay's answer did not verify with ALIPAY_PUBLIC_KEY.")
+    if signed is answer.content:
+        return answer
+    try:
+        data = read_node(signed, answer.charset, answer.node)
+    except AnswerFormatError:
+        raise UnverifiedAnswer("The bytes Alipay signed are not the answer's JSON.") from None
+    return dataclasses.replace(answer, content=signed, data=data)
 
 
 def read_answer(cfg: AlipayConfig, method: str, status: int, body: bytes) -> dict[str, Any]:
@@ -249,10 +283,9 @@ def read_answer(cfg: AlipayConfig, method: str, status: int, body: bytes) -> dic
     since Alipay leaves some unsigned.  An error is never returned as data.
     """
     answer = parse(cfg, method, status, body)
-    failed = is_error(answer)
-    if answer.sign or not failed:
-        verify(cfg, answer, answer_key(cfg, answer))
-    if failed:
+    if answer.sign or not is_error(answer):
+        answer = verify(cfg, answer, answer_key(cfg, answer))
+    if is_error(answer):
         raise alipay_error(answer.data)
     return answer.data
 

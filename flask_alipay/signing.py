@@ -23,9 +23,12 @@ __all__ = [
     "SIGN_TYPES",
     "AnswerFormatError",
     "SignedAnswer",
+    "UndecodableAnswer",
     "parse_answer",
+    "read_node",
     "sign_params",
     "sign_text",
+    "signed_bytes",
     "string_to_sign",
     "verify_signature",
 ]
@@ -44,6 +47,10 @@ _SCALAR_END = b",}]" + _WHITESPACE
 
 class AnswerFormatError(ValueError):
     """A gateway answer whose shape is not the one Alipay signs."""
+
+
+class UndecodableAnswer(AnswerFormatError):
+    """A node whose bytes are not text in the charset they were read in."""
 
 
 def string_to_sign(params: Mapping[str, object]) -> str:
@@ -83,15 +90,27 @@ def sign_params(
 
 def verify_signature(content: bytes, signature: str, key: RSAPublicKey, sign_type: str) -> bool:
     """Check Alipay's signature, retrying once with ``\\/`` unescaped as the Java SDK does."""
+    return signed_bytes(content, signature, key, sign_type) is not None
+
+
+def signed_bytes(content: bytes, signature: str, key: RSAPublicKey, sign_type: str) -> bytes | None:
+    """The bytes the signature covers: ``content``, or it with ``\\/`` unescaped; else None.
+
+    When only the unescaped bytes verify, those are what Alipay vouched for, so
+    the caller must read the answer from them, not from ``content``: a man in
+    the middle who doubles a backslash gets past this retry otherwise.
+    """
     try:
         raw = base64.b64decode(signature, validate=True)
     except (binascii.Error, ValueError):
-        return False
+        return None
     algorithm = _hash(sign_type)
     if _verifies(key, raw, content, algorithm):
-        return True
+        return content
     unescaped = content.replace(b"\\/", b"/")
-    return unescaped != content and _verifies(key, raw, unescaped, algorithm)
+    if unescaped != content and _verifies(key, raw, unescaped, algorithm):
+        return unescaped
+    return None
 
 
 def _verifies(
@@ -119,43 +138,40 @@ class SignedAnswer:
 def parse_answer(body: bytes, node: str, charset: str) -> SignedAnswer:
     """Find ``node`` (or ``error_response``) in a gateway body without re-serialising it.
 
-    Error answers have been seen GBK-encoded when utf-8 was asked, so the other
-    charset is tried when the asked one does not decode.
+    The node is read in ``charset`` only: UndecodableAnswer says it is not text
+    in it, and the caller decides whether another charset may be tried.
     """
-    used = _decodable_charset(body, charset)
-    members = _top_level_members(body, double_byte=used.lower() == "gbk")
+    members = _top_level_members(body, double_byte=charset.lower() == "gbk")
     name = node if node in members else "error_response"
     if name not in members:
         raise AnswerFormatError(f"the answer has no {node} member")
     start, end = members[name]
     content = body[start:end]
+    return SignedAnswer(
+        node=name,
+        content=content,
+        data=read_node(content, charset, name),
+        sign=_string_member(body, members, "sign") or "",
+        cert_sn=_string_member(body, members, "alipay_cert_sn"),
+        charset=charset,
+    )
+
+
+def read_node(content: bytes, charset: str, name: str = "the node") -> dict[str, Any]:
+    """A node's JSON object, read from exactly these bytes."""
     if content[:1] != b"{":
         raise AnswerFormatError(f"{name} is not a JSON object")
     try:
-        data = json.loads(content.decode(used))
+        text = content.decode(charset)
+    except UnicodeDecodeError:
+        raise UndecodableAnswer(f"{name} is not {charset} text") from None
+    try:
+        data = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise AnswerFormatError(f"{name} is not valid JSON") from None
     if not isinstance(data, dict):
         raise AnswerFormatError(f"{name} is not a JSON object")
-    return SignedAnswer(
-        node=name,
-        content=content,
-        data=data,
-        sign=_string_member(body, members, "sign") or "",
-        cert_sn=_string_member(body, members, "alipay_cert_sn"),
-        charset=used,
-    )
-
-
-def _decodable_charset(body: bytes, charset: str) -> str:
-    other = "GBK" if charset.lower().replace("-", "") == "utf8" else "utf-8"
-    for candidate in (charset, other):
-        try:
-            body.decode(candidate)
-        except UnicodeDecodeError:
-            continue
-        return candidate
-    raise AnswerFormatError("the answer is neither utf-8 nor GBK text")
+    return data
 
 
 def _string_member(body: bytes, members: Mapping[str, tuple[int, int]], name: str) -> str | None:

@@ -761,7 +761,7 @@ def test_inject_gbk_error(emulator: AlipayEmulator, client: Client) -> None:
     with pytest.raises(UnicodeDecodeError):
         response.content.decode("utf-8")
     assert "授权码code无效".encode("gbk") in response.content
-    answer = parse_answer(response.content, TOKEN_NODE, "utf-8")
+    answer = parse_answer(response.content, TOKEN_NODE, "GBK")  # the charset it came in
     assert answer.charset == "GBK" and answer.node == "error_response"
     assert answer.data["sub_msg"] == "授权码code无效"
     assert verify_signature(answer.content, answer.sign, emulator.alipay_public_key, "RSA2")

@@ -14,6 +14,7 @@ from support.keys import VECTORS
 from flask_alipay.keys import load_private_key, load_public_key
 from flask_alipay.signing import (
     AnswerFormatError,
+    UndecodableAnswer,
     parse_answer,
     sign_params,
     sign_text,
@@ -134,7 +135,9 @@ def test_gbk_trail_byte_that_is_a_backslash(alipay_key: rsa.RSAPrivateKey) -> No
 def test_gbk_error_answer_when_utf8_was_asked() -> None:
     content = '{"code":"40002","sub_code":"isv.code-invalid","sub_msg":"授权码code无效"}'
     body = b'{"error_response":' + content.encode("gbk") + b',"sign":""}'
-    answer = parse_answer(body, "alipay_system_oauth_token_response", "utf-8")
+    with pytest.raises(UndecodableAnswer):
+        parse_answer(body, "alipay_system_oauth_token_response", "utf-8")
+    answer = parse_answer(body, "alipay_system_oauth_token_response", "GBK")
     assert answer.node == "error_response"
     assert answer.charset == "GBK"
     assert answer.data["sub_msg"] == "授权码code无效"
