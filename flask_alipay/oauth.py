@@ -30,6 +30,7 @@ from flask.sessions import SessionMixin
 from .errors import AppIdMismatch, InvalidState, SignInCancelled
 from .gateway import Gateway, GatewayReply
 from .protocol import TOKEN_METHOD, normalise_token
+from .redirects import stored_size
 
 __all__ = [
     "MAX_PENDING_LOGINS",
@@ -41,8 +42,11 @@ __all__ = [
 ]
 
 AUTH_METHOD_NAME = "alipay_rsa"
-#: Pending sign-ins kept per session; older ones are dropped (4 KB cookie).
+#: Pending sign-ins kept per session; older ones are dropped.
 MAX_PENDING_LOGINS = 5
+#: Bytes all pending sign-ins may take in the session, measured as it stores them.
+#: With the signed-in identity and base64 on top, the cookie stays under 4,000 bytes.
+PENDING_BYTES = 2000
 #: Seconds a ``state`` stays valid.
 STATE_TTL = 600
 #: Longer auth codes are refused before they reach the gateway.
@@ -122,8 +126,10 @@ class AlipayOAuth2Client(OAuth2Client):  # type: ignore[misc]
 class StateStore(FlaskIntegration):  # type: ignore[misc]
     """Authlib's per-state session storage, with a TTL it enforces and a bound.
 
-    Each pending sign-in has its own slot, so two tabs both finish; at most
-    MAX_PENDING_LOGINS are kept so abandoned ones cannot grow the cookie.
+    Each pending sign-in has its own slot, so two tabs both finish.  At most
+    MAX_PENDING_LOGINS are kept, in at most PENDING_BYTES as stored, oldest
+    dropped first: sign-ins an attacker starts in a victim's browser cannot
+    push the cookie past what browsers accept, and the newest always fits.
     """
 
     expires_in = STATE_TTL
@@ -150,8 +156,15 @@ class StateStore(FlaskIntegration):  # type: ignore[misc]
             if exp < now:
                 session.pop(key)
         pending = [(exp, key) for exp, key in pending if exp >= now]
-        while len(pending) >= MAX_PENDING_LOGINS:
-            session.pop(pending.pop(0)[1])
+        new_key = f"_state_{self.name}_{state}"
+        new_size = stored_size({new_key: {"data": data, "exp": now + self.expires_in}})
+        sizes = {key: stored_size({key: session[key]}) for _, key in pending}
+        while pending and (
+            len(pending) >= MAX_PENDING_LOGINS or sum(sizes.values()) + new_size > PENDING_BYTES
+        ):
+            _, oldest = pending.pop(0)
+            session.pop(oldest)
+            sizes.pop(oldest)
         super().set_state_data(session, state, data)
 
 
@@ -176,9 +189,7 @@ class AlipayOAuth2App(FlaskOAuth2App):  # type: ignore[misc]
     def begin(self, session: SessionMixin, redirect_uri: str, next_url: str) -> str:
         """The authorize URL for a new sign-in, remembered in ``session`` under its state."""
         rv = self.create_authorization_url(redirect_uri)
-        self.framework.set_state_data(
-            session, rv["state"], {"redirect_uri": redirect_uri, "next": next_url}
-        )
+        self.framework.set_state_data(session, rv["state"], {"next": next_url})
         return str(rv["url"])
 
     def take_state(self, session: SessionMixin, state: str | None) -> dict[str, Any]:

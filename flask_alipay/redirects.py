@@ -6,12 +6,19 @@ only when a browser would read it as a path on this site.
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
-__all__ = ["MAX_NEXT_LENGTH", "safe_next"]
+__all__ = ["MAX_NEXT_BYTES", "safe_next", "stored_size"]
 
-#: Longer values are refused so pending sign-ins keep the session cookie small.
-MAX_NEXT_LENGTH = 512
+#: ``next`` is refused beyond this many bytes *as the session stores it* (JSON with
+#: ``\uXXXX`` escapes, so one Chinese character is 6 bytes), to keep the cookie small.
+MAX_NEXT_BYTES = 512
+
+
+def stored_size(value: object) -> int:
+    """Bytes ``value`` takes in Flask's session serialisation (compact, ASCII-escaped JSON)."""
+    return len(json.dumps(value, separators=(",", ":")))
 
 
 def safe_next(value: str | None) -> str | None:
@@ -20,7 +27,7 @@ def safe_next(value: str | None) -> str | None:
     Browsers treat ``//host`` and ``/\\host`` as other hosts and drop tabs and
     newlines before parsing, so any of those, or a scheme, disqualifies.
     """
-    if not value or len(value) > MAX_NEXT_LENGTH:
+    if not value or stored_size(value) > MAX_NEXT_BYTES:
         return None
     if not value.startswith("/") or value.startswith("//"):
         return None

@@ -24,6 +24,8 @@ from flask_alipay import (
     user_logged_in,
     user_logged_out,
 )
+from flask_alipay.oauth import MAX_PENDING_LOGINS, PENDING_BYTES
+from flask_alipay.redirects import MAX_NEXT_BYTES, stored_size
 from flask_alipay.testing import AlipayEmulator
 from flask_alipay.testing.pytest_plugin import SignIn
 
@@ -256,8 +258,10 @@ def test_abandoned_logins_never_grow_the_cookie_past_4kb(site: Flask, client: Fl
     long_next = "/" + "p" * 500
     urls = [start_login(client, long_next) for _ in range(40)]
     assert len(client.get_cookie("session").value) < 4096  # type: ignore[union-attr]
-    pending = [k for k in session_of(site, client) if k.startswith("_state_alipay_")]
-    assert len(pending) == 5
+    stored = session_of(site, client)
+    pending = [k for k in stored if k.startswith("_state_alipay_")]
+    assert 1 < len(pending) <= MAX_PENDING_LOGINS
+    assert sum(stored_size({k: stored[k]}) for k in pending) <= PENDING_BYTES
     # The newest still work; the oldest were dropped.
     assert finish(client, authorize(urls[-1])).headers["Location"] == long_next
     assert finish(client, authorize(urls[0])).status_code == 400
@@ -563,3 +567,36 @@ def test_no_cross_site_logout(
         response = getattr(client, method)("/alipay/logout", headers=headers)
     assert response.status_code == status
     assert logouts == [] and client.get("/private").status_code == 200
+
+
+def cookie_bytes(client: FlaskClient) -> int:
+    cookie = client.get_cookie("session")
+    return 0 if cookie is None else len("session=") + len(cookie.value)
+
+
+def chinese(length: int) -> str:
+    """Distinct characters that zlib cannot squeeze; 6 bytes each as the session stores them."""
+    return "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(length))
+
+
+@pytest.mark.parametrize("length", [80, 500], ids=["just-under-the-bound", "over-the-bound"])
+def test_long_chinese_next_values_cannot_crowd_out_a_sign_in(
+    alipay_sign_in: SignIn, client: FlaskClient, length: int
+) -> None:
+    planted = "/商品/" + chinese(length)
+    for _ in range(12):  # navigations an attacker drives in the victim's browser
+        assert client.get("/alipay/login", query_string={"next": planted}).status_code == 302
+        assert cookie_bytes(client) < 4000  # past 4 KB a browser drops the whole cookie
+    response = alipay_sign_in(client, next="/private")
+    assert response.status_code == 302 and response.headers["Location"] == "/private"
+    assert cookie_bytes(client) < 4000
+    assert client.get("/private").status_code == 200
+
+
+def test_a_next_over_the_byte_bound_falls_back(alipay_sign_in: SignIn, client: FlaskClient) -> None:
+    too_long = "/" + chinese(90)  # 91 characters, 542 bytes as stored
+    assert len(too_long) < MAX_NEXT_BYTES < stored_size(too_long)
+    assert alipay_sign_in(client, next=too_long).headers["Location"] == "/"
+    just_fits = "/" + chinese(84)
+    assert stored_size(just_fits) <= MAX_NEXT_BYTES
+    assert alipay_sign_in(client, next=just_fits).headers["Location"] == just_fits
