@@ -56,5 +56,5 @@ def log_failure(error: AlipayError) -> None:
         error.status_code,
         printable(error.sub_code),
         printable(redact(str(error))),
-        error.hint,
+        printable(error.hint),
     )

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from support.browser import authorize, finish, query_of, start_login
 from support.keys import pem_body, pem_private
+from support.raw_http import raw_server
+from support.site import serving
 
 from flask_alipay import AlipayError, login_failed, user_logged_in
 from flask_alipay.testing import AlipayEmulator
@@ -210,3 +214,72 @@ def test_after_sign_in_failures_leak_nothing(
     _collect(seen, caplog, errors)
     key_lines = [line for line in pem_private(app_key).splitlines() if "-----" not in line]
     seen.assert_free_of(refresh_secret, access_secret, *key_lines[1:-1])
+
+
+def test_no_logger_at_any_level_sees_a_token_or_code(
+    make_site: Callable[..., Flask],
+    alipay_emulator: AlipayEmulator,
+    seen: Seen,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A real server, a profile answer with a malformed header line, every logger at DEBUG."""
+    assert alipay_emulator.server is not None
+    upstream = alipay_emulator.server.gateway_url
+
+    def relay(conn: socket.socket, request: bytes) -> None:
+        head, _, body = request.partition(b"\r\n\r\n")
+        target = head.split(b" ")[1].decode("ascii")
+        answer = requests.post(
+            upstream + "?" + urlsplit(target).query,
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
+            timeout=10,
+        )
+        broken = b"X-Broken header line without a colon\r\n" if b"user.info" in head else b""
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html;charset=utf-8\r\n"
+            + broken
+            + f"Content-Length: {len(answer.content)}\r\nConnection: close\r\n\r\n".encode()
+            + answer.content
+        )
+
+    for name in [*logging.root.manager.loggerDict, "urllib3.connection"]:
+        logging.getLogger(name).setLevel(logging.NOTSET)  # let everything reach the root
+    tokens: list[str] = []
+
+    def on_login(sender: Any, token: dict[str, Any], **kwargs: Any) -> None:
+        tokens.extend([token["access_token"], token["refresh_token"]])
+
+    with raw_server(relay) as (gateway, _):
+        site = make_site(ALIPAY_GATEWAY_URL=gateway)
+        user_logged_in.connect(on_login, sender=site)
+        with serving(site) as url:
+            browser = requests.Session()
+            to_alipay = browser.get(url + "/alipay/login", allow_redirects=False, timeout=10)
+            back = requests.get(to_alipay.headers["Location"], allow_redirects=False, timeout=10)
+            callback = back.headers["Location"]
+            done = browser.get(callback, allow_redirects=False, timeout=10)
+    assert done.status_code == 302, done.text
+    assert len(tokens) == 2
+    names = {record.name for record in caplog.records}
+    assert "werkzeug" in names  # the access log, with the callback URL in it
+    assert any("Failed to parse headers" in r.getMessage() for r in caplog.records)
+    _collect(seen, caplog, [])
+    seen.assert_free_of(*tokens, query_of(callback)["auth_code"])
+
+
+def test_what_alipay_sends_cannot_forge_a_log_line(
+    client: Any, alipay_emulator: AlipayEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    alipay_emulator.inject(
+        "alipay.system.oauth.token",
+        sub_code="isv.code-invalid\nINFO forged",
+        sub_msg="授权码无效\r\nCRITICAL flask_alipay: admin signed in\u2028",
+    )
+    caplog.set_level(logging.WARNING, logger="flask_alipay")
+    callback = authorize(start_login(client))
+    assert finish(client, callback).status_code == 502
+    (line,) = [r.getMessage() for r in caplog.records if "sign-in failed" in r.getMessage()]
+    assert "\n" not in line and "\r" not in line and "\u2028" not in line
+    assert "\\n" in line and "\\r\\n" in line  # still readable, as escapes
+    assert "授权码无效" in line  # Chinese stays as it is
