@@ -19,7 +19,6 @@ from flask.cli import ScriptInfo
 from . import doctor
 from .extension import DIAGNOSING, AlipayLogin
 from .keys import public_key_base64
-from .testing.cli import emulator_command
 
 __all__ = ["alipay"]
 
@@ -27,12 +26,23 @@ PRIVATE_NAME = "app_private_key.pem"
 PUBLIC_NAME = "app_public_key.pem"
 
 
-@click.group("alipay")
+class _AlipayGroup(click.Group):
+    """Loads ``emulator`` only when it is asked for: keygen and check never import it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "emulator"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "emulator":
+            from .testing.cli import emulator_command
+
+            return emulator_command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group("alipay", cls=_AlipayGroup)
 def alipay() -> None:
     """Sign in with Alipay: keys, config checks and a local emulator."""
-
-
-alipay.add_command(emulator_command)
 
 
 @alipay.command("keygen")

@@ -9,7 +9,7 @@ for logs and for code written before the classes existed.
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "HINTS",
@@ -159,7 +159,12 @@ class AlipayError(Exception):
 
 
 class InvalidState(AlipayError):
-    """The callback's ``state`` is missing, unknown, expired or already used."""
+    """The callback's ``state`` is missing, unknown, expired or already used.
+
+    ``case`` says which, so the log tells a lost cookie from a replay:
+    ``no_pending`` (this session holds no pending sign-in at all), ``unknown``,
+    ``expired`` or ``used``.
+    """
 
     default_status = 400
     default_reason = "state"
@@ -167,6 +172,36 @@ class InvalidState(AlipayError):
         "The sign-in link expired or was already used (state mismatch). Start "
         "the sign-in again from this site."
     )
+    #: case -> (message, hint)
+    CASES: ClassVar[dict[str, tuple[str, str]]] = {
+        "no_pending": (
+            "This browser session holds no pending sign-in.",
+            "The session cookie did not come back with Alipay's redirect: the sign-in "
+            "started on another host name, SESSION_COOKIE_SAMESITE is 'Strict' (use 'Lax'), "
+            "or the hosts or workers do not share one SECRET_KEY. Start the sign-in again.",
+        ),
+        "unknown": (
+            "This sign-in link was not started in this browser session.",
+            "Start the sign-in again from this site.",
+        ),
+        "expired": (
+            "This sign-in link has expired.",
+            "A sign-in must finish within 10 minutes. Start it again from this site.",
+        ),
+        "used": (
+            "This sign-in link was already used.",
+            "Each sign-in link works once; the browser may have sent it twice. Start the "
+            "sign-in again from this site.",
+        ),
+    }
+
+    def __init__(self, message: str | None = None, *, case: str = "unknown", **kwargs: Any) -> None:
+        self.case = case if case in self.CASES else "unknown"
+        super().__init__(message or self.CASES[self.case][0], **kwargs)
+
+    @property
+    def hint(self) -> str:
+        return self.CASES[self.case][1]
 
 
 class SignInCancelled(AlipayError):

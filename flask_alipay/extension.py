@@ -1,13 +1,14 @@
 """AlipayLogin: reads the config once, wires the blueprint, keeps per-app state.
 
 A sign-in flows one way from here: views.py -> oauth.py (Authlib) ->
-gateway.py (HTTP) -> protocol.py (requests and answers as data) ->
+gateway/ (HTTP) -> protocol.py (requests and answers as data) ->
 signing.py -> keys.py.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import weakref
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -24,7 +25,7 @@ from .gateway import Gateway
 from .identity import ANONYMOUS, AlipayUser, AnonymousAlipayUser, default_unauthorized, guard
 from .oauth import AlipayOAuth2App
 from .protocol import IDENTITY_FIELDS, USER_INFO_METHOD
-from .signals import token_refreshed
+from .signals import send, token_refreshed
 from .views import as_http_error, make_blueprint
 
 __all__ = ["DIAGNOSING", "AlipayLogin"]
@@ -156,7 +157,13 @@ class AlipayLogin:
             return None
 
     def remember(self, user: AlipayUser) -> None:
-        """Store the identity and profile in the session; never tokens."""
+        """Store the identity and profile in the session, under a new session id; never tokens.
+
+        A server-side session keeps its id in the cookie, so an attacker who planted
+        an id in the victim's browser would share the signed-in session: the id is
+        replaced first (``session_interface.regenerate``, as Flask-Session has it).
+        """
+        rotate_session_id(current_app, session)
         session[self.session_key] = user.to_dict()
 
     def forget(self) -> AlipayUser | None:
@@ -226,7 +233,7 @@ class AlipayLogin:
         """Trade a refresh token for a new verified token; sends ``token_refreshed``."""
         token = self.oauth.refresh(refresh_token)
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        token_refreshed.send(app, token=token, name=self.name)
+        send(token_refreshed, app, token=token, name=self.name)
         return token
 
 
@@ -237,6 +244,16 @@ def _user(fields: Mapping[str, Any]) -> AlipayUser:
         raise MalformedAnswer("Alipay's answer has neither open_id nor user_id.") from None
 
 
+def rotate_session_id(app: Flask, session: Any) -> None:
+    """Give a server-side session a fresh id; cookie sessions have none to steal."""
+    regenerate = getattr(app.session_interface, "regenerate", None)
+    if callable(regenerate):
+        regenerate(session)
+    elif isinstance(getattr(session, "sid", None), str):
+        session.sid = secrets.token_urlsafe(32)  # older server-side sessions: a new key
+        session.modified = True
+
+
 def _require_secret_key(app: Flask) -> None:
     problem = secret_key_problem(app)
     if problem:
@@ -244,8 +261,14 @@ def _require_secret_key(app: Flask) -> None:
 
 
 def secret_key_problem(app: Flask) -> str | None:
-    """Why the session cannot hold pending sign-ins, or None."""
-    if isinstance(app.session_interface, SecureCookieSessionInterface) and not app.secret_key:
+    """Why the session cannot hold pending sign-ins, or None.
+
+    Only Flask's cookie sessions need SECRET_KEY.  Flask-Session may install its
+    interface after init_app, so its ``SESSION_TYPE`` setting counts as well.
+    """
+    server_side = app.config.get("SESSION_TYPE") not in (None, "", "null")
+    cookie_sessions = isinstance(app.session_interface, SecureCookieSessionInterface)
+    if cookie_sessions and not server_side and not app.secret_key:
         return (
             "SECRET_KEY is not set: the sign-in state lives in Flask's signed "
             "session cookie. Set app.config['SECRET_KEY'] to a long random value."

@@ -49,7 +49,20 @@ for _name in ("werkzeug", "urllib3.connectionpool", "urllib3.connection"):
 
 
 def log_failure(error: AlipayError) -> None:
-    """One WARNING per failed sign-in, with the fix, and nothing forged or secret in it."""
+    """One WARNING per failed sign-in, with the fix, and nothing forged or secret in it.
+
+    The record also carries ``alipay_reason``, ``alipay_status`` and
+    ``alipay_sub_code`` (and ``alipay_state_case`` for a state failure) as
+    attributes, so a JSON formatter or an alert rule can read them.
+    """
+    fields = {
+        "alipay_reason": error.reason,
+        "alipay_status": error.status_code,
+        "alipay_sub_code": printable(error.sub_code) if error.sub_code else None,
+    }
+    case = getattr(error, "case", None)
+    if case is not None:
+        fields["alipay_state_case"] = case
     log.warning(
         "Alipay sign-in failed (%s, status %s, sub_code %s): %s Hint: %s",
         error.reason,
@@ -57,4 +70,16 @@ def log_failure(error: AlipayError) -> None:
         printable(error.sub_code),
         printable(redact(str(error))),
         printable(error.hint),
+        extra=fields,
+    )
+
+
+def log_receiver_failure(error: BaseException, name: str) -> None:
+    """A site's user_logged_in receiver raised: the identity was dropped; the app handles it."""
+    log.error(
+        "A user_logged_in receiver of %r raised %s; the Alipay identity was not kept in the "
+        "session, and the exception goes on to the app's own error handling.",
+        name,
+        type(error).__name__,
+        extra={"alipay_reason": "receiver", "alipay_status": 500, "alipay_sub_code": None},
     )

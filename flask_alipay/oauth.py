@@ -5,7 +5,7 @@ an expiry (so two tabs both finish), the authorize URL, and ``fetch_token`` /
 ``refresh_token``.  Alipay's differences plug into the seams Authlib documents:
 
 * ``client_cls`` and ``client_kwargs``: our client is Authlib's OAuth2Client
-  whose ``session`` is the app's Gateway, so every byte goes through gateway.py;
+  whose ``session`` is the app's Gateway, so every byte goes through gateway/;
 * a client auth method signs the token request (common parameters in the
   query, business ones in the body);
 * compliance hooks verify the answer and hand Authlib the token node, which
@@ -17,6 +17,7 @@ Nothing here touches Flask's request globals: the views pass the session in.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Mapping
@@ -138,8 +139,34 @@ class StateStore(FlaskIntegration):  # type: ignore[misc]
         prefix = f"_state_{self.name}_"
         return [key for key in session if key.startswith(prefix) and key[len(prefix) :].isalnum()]
 
+    @staticmethod
+    def well_formed(state: str) -> bool:
+        return 0 < len(state) <= 100 and state.isalnum()
+
+    def diagnose(self, session: SessionMixin, state: str | None) -> str:
+        """Why ``state`` would not be accepted, told apart for the log (see InvalidState)."""
+        spent = session.get(self._spent_key)
+        if state and isinstance(spent, list) and _digest(state) in spent:
+            return "used"
+        entry = session.get(f"_state_{self.name}_{state}") if state else None
+        if isinstance(entry, dict) and entry.get("exp", 0) < time.time():
+            return "expired"
+        if not self._keys(session) and not spent:
+            return "no_pending"
+        return "unknown"
+
+    @property
+    def _spent_key(self) -> str:
+        return f"_{self.name}_spent_states"
+
+    def mark_spent(self, session: SessionMixin, state: str) -> None:
+        """Remember the last few spent states (as short digests) to name a replay as one."""
+        spent = session.get(self._spent_key)
+        spent = spent if isinstance(spent, list) else []
+        session[self._spent_key] = [*spent[-(MAX_PENDING_LOGINS - 1) :], _digest(state)]
+
     def get_state_data(self, session: SessionMixin, state: str | None) -> Any:
-        if not state or len(state) > 100 or not state.isalnum():
+        if not state or not self.well_formed(state):
             return None
         entry = session.get(f"_state_{self.name}_{state}")
         if not isinstance(entry, dict) or entry.get("exp", 0) < time.time():
@@ -194,11 +221,14 @@ class AlipayOAuth2App(FlaskOAuth2App):  # type: ignore[misc]
 
     def take_state(self, session: SessionMixin, state: str | None) -> dict[str, Any]:
         """The pending sign-in for ``state``, spent at once so a callback cannot be replayed."""
-        data = self.framework.get_state_data(session, state)
-        if state:
-            self.framework.clear_state_data(session, state)
+        store: StateStore = self.framework
+        case = store.diagnose(session, state)
+        data = store.get_state_data(session, state)
+        if state and store.well_formed(state):
+            store.clear_state_data(session, state)
         if not isinstance(data, dict):
-            raise InvalidState("This sign-in link has expired or was already used.")
+            raise InvalidState(case=case)
+        store.mark_spent(session, str(state))
         return data
 
     def exchange(self, auth_code: str) -> dict[str, Any]:
@@ -209,6 +239,10 @@ class AlipayOAuth2App(FlaskOAuth2App):  # type: ignore[misc]
         """Trade a refresh token for a new verified token through Authlib's ``refresh_token``."""
         client = self.client_cls(self.gateway)
         return dict(client.refresh_token(self.gateway.url, refresh_token=refresh_token))
+
+
+def _digest(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()[:12]
 
 
 def callback_code(args: Mapping[str, str], app_id: str) -> str:

@@ -3,7 +3,7 @@
 Nothing here does I/O or touches Flask.  ``signed_request`` turns a method and
 its parameters into the exact URL, body and headers to send; ``read_answer``
 turns the bytes that came back into a verified node or an :class:`AlipayError`.
-``gateway.py`` moves the bytes in between.  The rules, and where each comes
+``gateway/`` moves the bytes in between.  The rules, and where each comes
 from, are in ``docs/protocol.md``.
 """
 

@@ -23,10 +23,10 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError, default_exceptions
 
 from .errors import AlipayError
-from .logs import log_failure
+from .logs import log_failure, log_receiver_failure
 from .oauth import callback_code
 from .redirects import safe_next
-from .signals import login_failed, user_logged_in, user_logged_out
+from .signals import login_failed, send, user_logged_in, user_logged_out
 
 if TYPE_CHECKING:
     from .extension import AlipayLogin
@@ -41,10 +41,14 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
     """A blueprint named after the extension, so several instances can coexist."""
     bp = Blueprint(ext.name, __name__, url_prefix=url_prefix, template_folder="templates")
 
+    def default_next() -> str:
+        # Under a path prefix (SCRIPT_NAME, ProxyFix x_prefix) "/" means the site's root.
+        return request.script_root + ext.config.default_next
+
     @bp.route("/login")
     def login() -> ResponseReturnValue:
         cfg = ext.config
-        next_url = safe_next(request.args.get("next")) or cfg.default_next
+        next_url = safe_next(request.args.get("next")) or default_next()
         redirect_uri = cfg.redirect_uri or url_for(f"{ext.name}.callback", _external=True)
         return redirect(ext.oauth.begin(session, redirect_uri, next_url))
 
@@ -57,13 +61,21 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
             user = ext.user_from_token(token)
         except AlipayError as error:
             log_failure(error)
-            login_failed.send(app, error=error, name=ext.name)
+            send(login_failed, app, error=error, name=ext.name)
             raise
         ext.remember(user)
-        for _receiver, result in user_logged_in.send(app, user=user, token=token, name=ext.name):
+        try:
+            results = send(user_logged_in, app, user=user, token=token, name=ext.name)
+        except Exception as error:
+            # The site's receiver failed (a database constraint, say): no half sign-in.
+            ext.forget()
+            log_receiver_failure(error, ext.name)
+            send(login_failed, app, error=error, name=ext.name)
+            raise
+        for _receiver, result in results:
             if isinstance(result, Response):
                 return result
-        return redirect(str(pending.get("next") or ext.config.default_next))
+        return redirect(str(pending.get("next") or default_next()))
 
     @bp.route("/logout", methods=["POST"])
     def logout() -> ResponseReturnValue:
@@ -74,11 +86,11 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
         ):
             return "Cross-site logout refused.", 403
         user = ext.forget()
-        if user is not None:
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
-            user_logged_out.send(app, user=user, name=ext.name)
-        next_url = safe_next(request.values.get("next")) or ext.config.default_next
-        return redirect(next_url)
+        # Sent on every logout, so a site on Flask-Login (remember-me included) can
+        # sign out of it too, even when no Alipay identity was left in the session.
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        send(user_logged_out, app, user=user, name=ext.name)
+        return redirect(safe_next(request.values.get("next")) or default_next())
 
     bp.register_error_handler(AlipayError, lambda error: render_error(ext, error))
     return bp

@@ -428,8 +428,8 @@ def test_debug_page_shows_the_full_hint(site: Flask, client: FlaskClient) -> Non
     short = client.get("/alipay/callback?state=x").get_data(as_text=True)
     site.debug = True
     full = client.get("/alipay/callback?state=x").get_data(as_text=True)
-    assert "Start the sign-in again from this site." in full
-    assert "Start the sign-in again from this site." not in short
+    assert "Start the sign-in again." in full  # the whole hint: here no pending sign-in
+    assert "Start the sign-in again." not in short
 
 
 # next, login_required, logout ---------------------------------------------
