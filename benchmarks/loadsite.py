@@ -66,7 +66,7 @@ def create_app() -> Any:
     from demo import create_app as create_demo
 
     database = os.environ.get("LOADSITE_DATABASE")
-    app = create_demo({"DATABASE": database} if database else None)
+    app = create_demo({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}"} if database else None)
     app.wsgi_app = WorkerPid(app.wsgi_app)  # type: ignore[method-assign]
     print(READY.format(pid=os.getpid()), file=sys.stderr, flush=True)
     return app

@@ -63,12 +63,15 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
             log_failure(error)
             send(login_failed, app, error=error, name=ext.name)
             raise
+        before = dict(session)
         ext.remember(user)
         try:
             results = send(user_logged_in, app, user=user, token=token, name=ext.name)
         except Exception as error:
-            # The site's receiver failed (a database constraint, say): no half sign-in.
-            ext.forget()
+            # A receiver failed (a database constraint, say): no half sign-in, neither ours
+            # nor what an earlier receiver stored (Flask-Login's login_user, say).
+            session.clear()
+            session.update(before)
             log_receiver_failure(error, ext.name)
             send(login_failed, app, error=error, name=ext.name)
             raise

@@ -8,14 +8,18 @@ plugin (``alipay_emulator``, ``alipay_config``, ``alipay_sign_in``,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 from support.keys import VECTORS
+from support.servers import postgres_server, redis_server
 from support.site import build_site
 
 from flask_alipay.testing import AlipayEmulator
@@ -69,3 +73,31 @@ def client(site: Flask) -> FlaskClient:
 def emulator(alipay_emulator: AlipayEmulator) -> AlipayEmulator:
     """The plugin's emulator, by the short name the emulator's own unit tests use."""
     return alipay_emulator
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (Debian's postgresql), on a free port."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server for the session (Debian's redis-server), on a free port."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, or a new database on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    server: str = request.getfixturevalue("postgres_url")
+    name = f"demo_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return server.rsplit("/", 1)[0] + "/" + name

@@ -1,10 +1,12 @@
-"""The demo site, driven over real HTTP against the emulator it starts itself."""
+"""The demo: the Flask-Login recipe as running code, on SQLite and on a real PostgreSQL.
+
+SQLite ignores column lengths, so a receiver that overflows a column would pass
+here and fail in production; every account test runs on both databases.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,17 +17,26 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.exc import DataError
 from support.keys import pem_private, pem_public
 from werkzeug.test import TestResponse
 
 from demo import create_app
-from flask_alipay import AlipayUser, user_logged_in
+from demo.models import AVATAR_LENGTH, NICK_NAME_LENGTH, Account, db
+from flask_alipay import (
+    AlipayUser,
+    current_alipay_user,
+    login_failed,
+    user_logged_in,
+    user_logged_out,
+)
 from flask_alipay.testing import AlipayEmulator
 
 PRODUCTION = (
     "https://openauth.alipay.com/oauth2/publicAppAuthorize.htm",
     "https://openapi.alipay.com/gateway.do",
 )
+ENVIRONMENT = ("DEMO_EMULATOR_PORT", "SECRET_KEY", "DATABASE_URL")
 SANDBOX = (
     "https://openauth-sandbox.dl.alipaydev.com/oauth2/publicAppAuthorize.htm",
     "https://openapi-sandbox.dl.alipaydev.com/gateway.do",
@@ -34,32 +45,41 @@ SANDBOX = (
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No ALIPAY_* settings from the machine running the tests: the demo uses its emulator."""
+    """No ALIPAY_* or database settings from the machine running the tests."""
     for name in list(os.environ):
-        if name.startswith("ALIPAY_") or name in ("DEMO_EMULATOR_PORT", "SECRET_KEY"):
+        if name.startswith("ALIPAY_") or name in (
+            "DEMO_EMULATOR_PORT",
+            "SECRET_KEY",
+            "DATABASE_URL",
+        ):
             monkeypatch.delenv(name)
     return monkeypatch
 
 
 @pytest.fixture
-def make_demo(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[Callable[[], Flask]]:
-    """Build demo apps on a tmp database; stop every emulator they started."""
+def make_demo(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, database_url: str
+) -> Iterator[Callable[..., Flask]]:
+    """Build demo apps in a tmp instance folder; stop their emulators and engines after."""
     apps: list[Flask] = []
 
-    def make() -> Flask:
-        app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "demo.sqlite3")})
+    def make(instance: Path | None = None, **config: Any) -> Flask:
+        settings = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, **config}
+        app = create_app(settings, instance_path=str(instance or tmp_path / "instance"))
         apps.append(app)
         return app
 
     yield make
     for app in apps:
+        with app.app_context():
+            db.engine.dispose()
         emulator = app.extensions.get("demo_emulator")
-        if emulator is not None:
+        if emulator is not None and emulator.server is not None:
             emulator.stop()
 
 
 @pytest.fixture
-def demo(make_demo: Callable[[], Flask]) -> Flask:
+def demo(make_demo: Callable[..., Flask]) -> Flask:
     return make_demo()
 
 
@@ -73,29 +93,31 @@ def emulator_of(app: Flask) -> AlipayEmulator:
     return emulator
 
 
-def sign_in(client: FlaskClient, user: str = "default") -> TestResponse:
-    """Login view -> the emulator's consent page -> approve -> our callback."""
+def consent(client: FlaskClient, user: str = "default") -> str:
+    """Login view -> the emulator's consent page -> approve; returns the callback path."""
     start = client.get("/alipay/login", query_string={"next": "/profile"})
     assert start.status_code == 302
     authorize_url = start.headers["Location"]
-    server = emulator_of(client.application).server
-    assert server is not None
-    assert authorize_url.startswith(server.authorize_url + "?")
-    consent = requests.get(authorize_url, timeout=10)
-    assert consent.status_code == 200 and "同意 / Approve" in consent.text
+    page = requests.get(authorize_url, timeout=10)
+    assert page.status_code == 200 and "同意 / Approve" in page.text
     approved = requests.post(
         authorize_url, data={"user": user, "decision": "approve"}, allow_redirects=False, timeout=10
     )
     assert approved.status_code == 302, approved.text
     callback = urlsplit(approved.headers["Location"])
     assert callback.path == "/alipay/callback"
-    return client.get(f"{callback.path}?{callback.query}")
+    return f"{callback.path}?{callback.query}"
 
 
-def rows(app: Flask) -> list[dict[str, Any]]:
-    with sqlite3.connect(app.config["DATABASE"]) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(row) for row in conn.execute("SELECT * FROM users")]
+def sign_in(client: FlaskClient, user: str = "default") -> TestResponse:
+    return client.get(consent(client, user))
+
+
+def accounts(app: Flask) -> list[Account]:
+    with app.app_context():
+        found = db.session.execute(db.select(Account)).scalars().all()
+        db.session.expunge_all()
+        return list(found)
 
 
 def test_home_offers_the_sign_in_button(client: FlaskClient) -> None:
@@ -104,51 +126,66 @@ def test_home_offers_the_sign_in_button(client: FlaskClient) -> None:
     assert 'href="/alipay/login?next=/profile"' in page
 
 
-def test_sign_in_creates_the_row_then_updates_it(demo: Flask, client: FlaskClient) -> None:
+def test_sign_in_creates_the_account_then_updates_it(demo: Flask, client: FlaskClient) -> None:
     default = emulator_of(demo).default_user
     response = sign_in(client)
     assert response.status_code == 302 and response.headers["Location"] == "/profile"
-    [first] = rows(demo)
-    assert first["id"] == default.open_id
-    assert first["id_kind"] == "open_id"
-    assert first["nick_name"] == "小明"
-    assert first["avatar"] == default.avatar or first["avatar"].endswith(str(default.avatar))
-    assert first["sign_in_count"] == 1
-    assert first["first_sign_in"] == first["last_sign_in"]
+    [first] = accounts(demo)
+    assert (first.alipay_id, first.id_kind, first.nick_name) == (default.open_id, "open_id", "小明")
+    assert first.avatar and first.avatar.endswith(str(default.avatar))
+    assert first.sign_in_count == 1
 
     sign_in(client)
-    [second] = rows(demo)
-    assert second["sign_in_count"] == 2
-    assert second["first_sign_in"] == first["first_sign_in"]
-    assert second["last_sign_in"] >= first["last_sign_in"]
+    [second] = accounts(demo)
+    assert second.sign_in_count == 2 and second.first_sign_in == first.first_sign_in
+    assert second.last_sign_in >= first.last_sign_in
 
 
-def test_profile_shows_the_row_and_logout_clears_it(demo: Flask, client: FlaskClient) -> None:
-    assert client.get("/profile").headers["Location"] == "/alipay/login?next=/profile"
+def test_flask_login_user_until_logout(demo: Flask, client: FlaskClient) -> None:
+    assert client.get("/profile").status_code == 302  # Flask-Login's login_required
     sign_in(client)
     page = client.get("/profile").get_data(as_text=True)
-    assert "小明" in page and "open_id" in page
-    assert str(emulator_of(demo).default_user.open_id) in page
-    assert '<img class="avatar"' in page
+    assert "小明" in page and str(emulator_of(demo).default_user.open_id) in page
 
-    # The page reads SQLite, not just the session.
-    with sqlite3.connect(demo.config["DATABASE"]) as conn:
-        conn.execute("UPDATE users SET nick_name = '小明明', sign_in_count = 41")
+    # The page reads the database, not just the session.
+    with demo.app_context():
+        db.session.execute(db.update(Account).values(nick_name="小明明", sign_in_count=41))
+        db.session.commit()
     page = client.get("/profile").get_data(as_text=True)
     assert "小明明" in page and "<dd>41</dd>" in page
 
     logout = client.post("/alipay/logout")
     assert logout.status_code == 302 and logout.headers["Location"] == "/"
-    assert client.get("/profile").status_code == 302
+    assert client.get("/profile").status_code == 302  # signed out of Flask-Login as well
     assert "使用支付宝登录" in client.get("/").get_data(as_text=True)
-    assert len(rows(demo)) == 1  # signing out keeps the account
+    assert len(accounts(demo)) == 1  # signing out keeps the account
+
+
+def test_remember_me_after_a_browser_restart_then_logout(demo: Flask, client: FlaskClient) -> None:
+    sign_in(client)
+    assert client.get_cookie("remember_token") is not None
+    client.delete_cookie("session")  # the browser restarts: session cookies are gone
+    assert client.get("/profile").status_code == 200  # Flask-Login restores the user...
+    with client:
+        client.get("/")
+        assert not current_alipay_user  # ...but no Alipay identity is in the session
+    seen: list[Any] = []
+
+    def on_logout(sender: Flask, user: AlipayUser | None, **extra: Any) -> None:
+        seen.append(user)
+
+    user_logged_out.connect(on_logout, sender=demo)
+    assert client.post("/alipay/logout").status_code == 302
+    assert seen == [None]  # sent anyway, with no Alipay user
+    assert client.get_cookie("remember_token") is None  # Flask-Login cleared it
+    assert client.get("/profile").status_code == 302
 
 
 def test_user_id_user_without_avatar_or_nickname(demo: Flask, client: FlaskClient) -> None:
     legacy = emulator_of(demo).add_user("legacy", id_kind="user_id", nick_name=None, avatar=None)
     sign_in(client, user="legacy")
-    [row] = rows(demo)
-    assert (row["id"], row["id_kind"], row["nick_name"], row["avatar"]) == (
+    [row] = accounts(demo)
+    assert (row.alipay_id, row.id_kind, row.nick_name, row.avatar) == (
         legacy.user_id,
         "user_id",
         None,
@@ -159,57 +196,132 @@ def test_user_id_user_without_avatar_or_nickname(demo: Flask, client: FlaskClien
     assert "<img" not in page and 'class="avatar placeholder"' in page
 
 
-def test_signals_from_other_apps_are_ignored(demo: Flask) -> None:
-    other = Flask("other")
-    with other.app_context():
-        user_logged_in.send(other, user=AlipayUser({"open_id": "0other"}), token={})
-    assert rows(demo) == []
+def test_the_longest_values_fit_their_columns(demo: Flask, client: FlaskClient) -> None:
+    emulator_of(demo).add_user(
+        "long",
+        open_id="0" + "a-b_C9" * 10 + "xyz",  # 64 characters, as long as open_ids get
+        nick_name="长" * 200,
+        avatar="https://tfs.alipayobjects.com/" + "x" * AVATAR_LENGTH,
+    )
+    assert sign_in(client, user="long").status_code == 302
+    [row] = accounts(demo)
+    assert len(row.alipay_id) == 64
+    assert row.nick_name == "长" * NICK_NAME_LENGTH and row.avatar is None
+
+
+def test_a_receiver_that_overflows_a_column_leaves_no_half_sign_in(
+    demo: Flask, client: FlaskClient, database_url: str
+) -> None:
+    """What the column lengths are for: on PostgreSQL a naive receiver fails, cleanly."""
+    emulator_of(demo).add_user("wordy", nick_name="长" * 200)
+    failures: list[BaseException] = []
+
+    def naive(sender: Flask, user: AlipayUser, **extra: Any) -> None:
+        naive_account = Account(
+            alipay_id="naive-" + user.id[:50], id_kind="open_id", nick_name=user["nick_name"]
+        )
+        db.session.add(naive_account)
+        db.session.commit()
+
+    def on_failure(sender: Flask, error: BaseException, **extra: Any) -> None:
+        failures.append(error)
+
+    login_failed.connect(on_failure, sender=demo)
+    user_logged_in.connect(naive, sender=demo)
+    try:
+        if database_url.startswith("sqlite"):
+            assert sign_in(client, user="wordy").status_code == 302  # SQLite does not care
+            return
+        demo.config["PROPAGATE_EXCEPTIONS"] = False
+        response = sign_in(client, user="wordy")
+    finally:
+        user_logged_in.disconnect(naive, sender=demo)
+    assert response.status_code == 500  # the app's own error handling, not our page
+    assert len(failures) == 1 and isinstance(failures[0], DataError)
+    with client:
+        client.get("/")
+        assert not current_alipay_user  # no Alipay identity left behind
+    assert client.get("/profile").status_code == 302
+
+
+def test_a_reload_keeps_one_emulator_the_session_and_an_open_consent_page(
+    make_demo: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """`flask run --debug` builds the app again at every reload, in a new process."""
+    before = make_demo()
+    browser = before.test_client()
+    start = browser.get("/alipay/login", query_string={"next": "/profile"})
+    after = make_demo()  # the same instance folder: what the reloaded process builds
+    assert after.config["ALIPAY_GATEWAY_URL"] == before.config["ALIPAY_GATEWAY_URL"]
+    assert after.extensions["demo_emulator"] is before.extensions["demo_emulator"]
+    assert after.secret_key == before.secret_key
+    assert (tmp_path / "instance" / "dev-secret-key").stat().st_mode & 0o777 == 0o600
+    # The consent page opened before the reload still answers, and the sign-in finishes.
+    approved = requests.post(
+        start.headers["Location"],
+        data={"user": "default", "decision": "approve"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    callback = urlsplit(approved.headers["Location"])
+    cookie = browser.get_cookie("session")
+    assert cookie is not None
+    reloaded = after.test_client()
+    reloaded.set_cookie("session", cookie.value)
+    done = reloaded.get(f"{callback.path}?{callback.query}")
+    assert done.status_code == 302 and done.headers["Location"] == "/profile"
+    assert reloaded.get("/profile").status_code == 200
 
 
 def test_emulator_port_from_environment(
-    make_demo: Callable[[], Flask], clean_env: pytest.MonkeyPatch
+    make_demo: Callable[..., Flask], clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from support.servers import free_port
+
+    port = free_port()
     clean_env.setenv("DEMO_EMULATOR_PORT", str(port))
-    app = make_demo()
-    assert app.config["ALIPAY_GATEWAY_URL"] == f"http://127.0.0.1:{port}/gateway.do"
-    assert emulator_of(app).auto_approve is False
+    first = make_demo()
+    second = make_demo()  # the reloader's second build must not crash on the taken port
+    assert first.config["ALIPAY_GATEWAY_URL"] == f"http://127.0.0.1:{port}/gateway.do"
+    assert second.config["ALIPAY_GATEWAY_URL"] == first.config["ALIPAY_GATEWAY_URL"]
+    assert emulator_of(first).auto_approve is False
 
 
 def test_secret_key_from_environment(
-    make_demo: Callable[[], Flask], clean_env: pytest.MonkeyPatch
+    make_demo: Callable[..., Flask], clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    assert make_demo().secret_key != make_demo().secret_key  # random per app without it
+    assert make_demo(tmp_path / "a").secret_key != make_demo(tmp_path / "b").secret_key
     clean_env.setenv("SECRET_KEY", "from-the-environment")
     assert make_demo().secret_key == "from-the-environment"
 
 
 @pytest.mark.parametrize(("sandbox", "endpoints"), [(None, PRODUCTION), ("1", SANDBOX)])
 def test_real_alipay_from_environment(
-    make_demo: Callable[[], Flask],
+    make_demo: Callable[..., Flask],
     clean_env: pytest.MonkeyPatch,
     app_key: rsa.RSAPrivateKey,
     alipay_key: rsa.RSAPrivateKey,
     sandbox: str | None,
     endpoints: tuple[str, str],
 ) -> None:
-    app_private = pem_private(app_key)
-    alipay_public = pem_public(alipay_key.public_key())
     clean_env.setenv("ALIPAY_APP_ID", "2021004100000000")
-    clean_env.setenv("ALIPAY_PRIVATE_KEY", app_private)
-    clean_env.setenv("ALIPAY_PUBLIC_KEY", alipay_public)
+    clean_env.setenv("ALIPAY_PRIVATE_KEY", pem_private(app_key))
+    clean_env.setenv("ALIPAY_PUBLIC_KEY", pem_public(alipay_key.public_key()))
     clean_env.setenv("ALIPAY_SCOPE", "auth_base")  # every ALIPAY_* is read
     if sandbox is not None:
         clean_env.setenv("ALIPAY_SANDBOX", sandbox)
-
     app = make_demo()
     assert "demo_emulator" not in app.extensions
     with app.app_context():
         config = app.extensions["alipay"].config
         assert (config.authorize_url, config.gateway_url) == endpoints
-        assert config.app_id == "2021004100000000"
-        assert config.scope == "auth_base"
+        assert (config.app_id, config.scope) == ("2021004100000000", "auth_base")
     location = app.test_client().get("/alipay/login").headers["Location"]
     assert location.startswith(endpoints[0] + "?app_id=2021004100000000&")
+
+
+def test_signals_from_other_apps_are_ignored(demo: Flask) -> None:
+    other = Flask("other")
+    with other.app_context():
+        user_logged_in.send(other, user=AlipayUser({"open_id": "0other"}), token={})
+    assert accounts(demo) == []

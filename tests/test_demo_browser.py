@@ -45,7 +45,7 @@ def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
     for name in list(os.environ):
         if name.startswith("ALIPAY_") or name == "DEMO_EMULATOR_PORT":
             monkeypatch.delenv(name)
-    app = create_app({"DATABASE": str(tmp_path / "demo.sqlite3")})
+    app = create_app(instance_path=str(tmp_path / "instance"))
     yield app
     app.extensions["demo_emulator"].stop()
 

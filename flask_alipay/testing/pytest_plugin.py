@@ -102,20 +102,35 @@ def alipay_test_keys() -> AlipayTestKeys:
 
 
 @pytest.fixture
-def alipay_emulator(
-    request: pytest.FixtureRequest, alipay_test_keys: AlipayTestKeys
-) -> Iterator[AlipayEmulator]:
+def alipay_emulator(alipay_test_keys: AlipayTestKeys) -> Iterator[AlipayEmulator]:
     """The Alipay emulator on loopback, auto-approving, for one test."""
     emulator = AlipayEmulator(
         app_public_key=alipay_test_keys.app.public_key(),
         alipay_private_key=alipay_test_keys.alipay,
     )
     with emulator.serve():
-        if "app" in request.fixturenames:
-            app = request.getfixturevalue("app")
-            if isinstance(app, Flask) and "alipay" in app.extensions:
-                emulator.point(app)
         yield emulator
+
+
+@pytest.fixture(autouse=True)
+def _alipay_point_app(request: pytest.FixtureRequest) -> None:
+    """Point the test's ``app`` (pytest-flask's convention) at the emulator, when both are used.
+
+    A fixture of its own, autouse, so it runs before pytest-flask's ``live_server``
+    starts the app, and so an ``app`` fixture may itself use ``alipay_config``
+    (the emulator does not ask for ``app``: no recursion).
+    """
+    if "app" not in request.fixturenames or "alipay_emulator" not in request.fixturenames:
+        return
+    app = request.getfixturevalue("app")
+    emulator: AlipayEmulator = request.getfixturevalue("alipay_emulator")
+    extension = app.extensions.get("alipay") if isinstance(app, Flask) else None
+    if extension is None or emulator.cert_mode:
+        return
+    configured = extension.config_for(app)
+    assert emulator.server is not None
+    if configured.gateway_url != emulator.server.gateway_url:
+        emulator.point(app)  # unpointed when the emulator stops
 
 
 @pytest.fixture
