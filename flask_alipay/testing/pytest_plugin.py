@@ -69,6 +69,9 @@ def sign_in(
 
     It walks the real path: the login view, the emulator's authorize page over
     HTTP, then the callback, which exchanges the code at the emulator's gateway.
+    A client mounted under a prefix (``SCRIPT_NAME`` or ``X-Forwarded-Prefix`` in
+    its ``environ_base``) is handled as a front proxy would: the prefix is taken
+    off the callback's path before the client requests it.
     """
     app: Flask = client.application
     with app.test_request_context():
@@ -89,7 +92,15 @@ def sign_in(
     if answer.status_code != 302:
         raise AssertionError(f"the emulator refused the sign-in: {answer.status_code}")
     callback = urlsplit(answer.headers["Location"])
-    return client.get(callback.path + "?" + callback.query)
+    prefix = str(
+        client.environ_base.get("SCRIPT_NAME")
+        or client.environ_base.get("HTTP_X_FORWARDED_PREFIX")
+        or ""
+    ).rstrip("/")
+    path = callback.path
+    if prefix and path.startswith(prefix + "/"):
+        path = path[len(prefix) :]
+    return client.get(path + "?" + callback.query)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,294 @@
+"""flask_alipay inside real Flask stacks: path prefixes, server-side sessions on a real Redis,
+Flask-WTF's CSRF protection, receivers that fail or are async, logs ops can alert on."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from flask import Flask, render_template_string
+from flask.testing import FlaskClient
+from flask_session import Session
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
+from itsdangerous import URLSafeTimedSerializer
+from support.browser import authorize, finish, start_login
+from support.site import build_site
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from flask_alipay import (
+    AlipayConfigError,
+    AlipayLogin,
+    InvalidState,
+    login_failed,
+    user_logged_in,
+)
+from flask_alipay.oauth import STATE_TTL
+from flask_alipay.testing.pytest_plugin import SignIn
+
+# Path prefixes ---------------------------------------------------------------------
+
+
+class MountedAt:
+    """What a WSGI server mounting the site under a prefix passes it: SCRIPT_NAME."""
+
+    def __init__(self, app: Any, prefix: str) -> None:
+        self.app, self.prefix = app, prefix
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        environ["SCRIPT_NAME"] = self.prefix
+        return self.app(environ, start_response)
+
+
+def test_a_site_under_scriptname_stays_under_it(make_site: Callable[..., Flask]) -> None:
+    site = make_site()
+    site.wsgi_app = MountedAt(site.wsgi_app, "/shop")  # type: ignore[method-assign]
+    client = site.test_client()
+    callback = urlsplit(authorize(start_login(client)))
+    assert callback.path == "/shop/alipay/callback"
+    # The server takes the prefix off the path, as it does for every request.
+    done = client.get(callback.path.removeprefix("/shop") + "?" + callback.query)
+    assert done.headers["Location"] == "/shop/"  # no next: the site's own root
+    assert client.post("/alipay/logout").headers["Location"] == "/shop/"
+    guarded = client.get("/private")
+    assert guarded.headers["Location"] == "/shop/alipay/login?next=/shop/private"
+
+
+def test_proxyfix_x_prefix_and_a_default_next(
+    make_site: Callable[..., Flask], alipay_sign_in: SignIn
+) -> None:
+    site = make_site(ALIPAY_DEFAULT_NEXT="/welcome")
+    site.wsgi_app = ProxyFix(site.wsgi_app, x_prefix=1)  # type: ignore[method-assign]
+    client = site.test_client()
+    client.environ_base["HTTP_X_FORWARDED_PREFIX"] = "/shop"
+    assert alipay_sign_in(client).headers["Location"] == "/shop/welcome"
+    assert client.post("/alipay/logout").headers["Location"] == "/shop/welcome"
+
+
+# Receivers that fail, or are async -------------------------------------------------
+
+
+def test_a_receiver_that_raises_leaves_no_identity_and_reaches_the_app(
+    make_site: Callable[..., Flask], alipay_sign_in: SignIn
+) -> None:
+    site = make_site()
+    site.config["PROPAGATE_EXCEPTIONS"] = False
+    failures: list[BaseException] = []
+    handled: list[BaseException] = []
+
+    class Constraint(Exception):
+        pass
+
+    def broken(sender: Flask, **extra: Any) -> None:
+        raise Constraint("duplicate key value violates unique constraint")
+
+    def on_failure(sender: Flask, error: BaseException, **extra: Any) -> None:
+        failures.append(error)
+
+    @site.errorhandler(Constraint)
+    def app_handles_it(error: Constraint) -> tuple[str, int]:
+        handled.append(error)
+        return "the app's own page", 409
+
+    user_logged_in.connect(broken, sender=site)
+    login_failed.connect(on_failure, sender=site)
+    client = site.test_client()
+    response = alipay_sign_in(client)
+    assert (response.status_code, response.get_data(as_text=True)) == (409, "the app's own page")
+    assert len(failures) == 1 and failures == handled
+    assert client.get("/").get_data(as_text=True) == "home anonymous"
+    assert client.get("/private").status_code == 302
+
+
+def test_an_async_receiver_is_awaited(
+    make_site: Callable[..., Flask], alipay_sign_in: SignIn
+) -> None:
+    site = make_site()
+    seen: list[str] = []
+
+    async def on_login(sender: Flask, user: Any, **extra: Any) -> None:
+        seen.append(user.id)
+
+    user_logged_in.connect(on_login, sender=site)
+    client = site.test_client()
+    assert alipay_sign_in(client).status_code == 302
+    assert len(seen) == 1 and client.get("/private").status_code == 200
+
+
+# Server-side sessions ------------------------------------------------------------
+
+
+def session_backend(kind: str, tmp_path: Path, redis_url: str | None) -> dict[str, Any]:
+    if kind == "redis":
+        return {"SESSION_TYPE": "redis", "SESSION_REDIS": redis.Redis.from_url(str(redis_url))}
+    if kind == "sqlalchemy":
+        return {
+            "SESSION_TYPE": "sqlalchemy",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'sessions.sqlite3'}",
+        }
+    from cachelib import FileSystemCache
+
+    return {"SESSION_TYPE": "cachelib", "SESSION_CACHELIB": FileSystemCache(str(tmp_path))}
+
+
+@pytest.fixture(params=["redis", "sqlalchemy", "cachelib"])
+def server_side(
+    request: pytest.FixtureRequest, alipay_config: dict[str, str], tmp_path: Path
+) -> Flask:
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    app = build_site({**alipay_config, **session_backend(request.param, tmp_path, redis_url)})
+    if request.param == "sqlalchemy":
+        database = SQLAlchemy()
+        database.init_app(app)
+        app.config["SESSION_SQLALCHEMY"] = database
+    Session(app)
+    return app
+
+
+def test_server_side_sessions_sign_in_and_rotate_the_session_id(
+    server_side: Flask, alipay_sign_in: SignIn
+) -> None:
+    attacker = server_side.test_client()
+    attacker.get("/alipay/login")  # the attacker gets a session id of their own...
+    planted = attacker.get_cookie("session")
+    assert planted is not None
+    victim = server_side.test_client()
+    victim.set_cookie("session", planted.value)  # ...and plants it in the victim's browser
+    assert alipay_sign_in(victim).status_code == 302
+    assert victim.get("/private").status_code == 200
+    rotated = victim.get_cookie("session")
+    assert rotated is not None and rotated.value != planted.value
+    attacker.set_cookie("session", planted.value)
+    assert attacker.get("/private").status_code == 302  # the planted id signs nobody in
+
+
+@pytest.mark.parametrize("order", ["session-first", "alipay-first"])
+def test_secret_key_is_not_demanded_for_server_side_sessions(
+    alipay_config: dict[str, str], redis_url: str, order: str, alipay_sign_in: SignIn
+) -> None:
+    app = Flask("no-secret")
+    app.config.update(
+        alipay_config, SESSION_TYPE="redis", SESSION_REDIS=redis.Redis.from_url(redis_url)
+    )
+    if order == "session-first":
+        Session(app)
+        AlipayLogin(app)
+    else:
+        AlipayLogin(app)
+        Session(app)
+    assert app.secret_key is None
+    assert alipay_sign_in(app.test_client()).status_code == 302
+
+
+def test_cookie_sessions_still_demand_a_secret_key(alipay_config: dict[str, str]) -> None:
+    app = Flask("no-secret")
+    app.config.update(alipay_config)
+    with pytest.raises(AlipayConfigError, match="SECRET_KEY"):
+        AlipayLogin(app)
+
+
+# CSRF --------------------------------------------------------------------------------
+
+LOGOUT_FORM = """
+<form method="post" action="{{ url_for('alipay.logout') }}">
+  <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+  <button>退出登录 · Sign out</button>
+</form>
+"""
+
+
+def test_csrfprotect_app_wide_sign_in_and_the_documented_logout_form(
+    make_site: Callable[..., Flask], alipay_sign_in: SignIn
+) -> None:
+    site = make_site()
+    CSRFProtect(site)
+    site.add_url_rule("/account", "account", lambda: render_template_string(LOGOUT_FORM))
+    client = site.test_client()
+    assert alipay_sign_in(client).status_code == 302
+    assert client.post("/alipay/logout").status_code == 400  # no token: Flask-WTF refuses
+    assert client.get("/private").status_code == 200
+    form = client.get("/account").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert token is not None
+    done = client.post("/alipay/logout", data={"csrf_token": token[1]})
+    assert done.status_code == 302 and client.get("/private").status_code == 302
+
+
+# Logs ops can alert on -----------------------------------------------------------------
+
+
+def failure_record(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
+    (record,) = [r for r in caplog.records if "sign-in failed" in r.getMessage()]
+    caplog.clear()
+    return record
+
+
+def test_failure_records_carry_reason_status_and_sub_code(
+    client: FlaskClient, alipay_emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="flask_alipay")
+    alipay_emulator.inject("alipay.user.info.share", sub_code="isv.insufficient-isv-permissions")
+    finish(client, authorize(start_login(client)))
+    record = failure_record(caplog)
+    assert (record.alipay_reason, record.alipay_status, record.alipay_sub_code) == (  # type: ignore[attr-defined]
+        "alipay",
+        502,
+        "isv.insufficient-isv-permissions",
+    )
+
+
+def expire(site: Flask, client: FlaskClient) -> None:
+    """Age every pending sign-in in the client's cookie past its TTL."""
+    serializer = site.session_interface.get_signing_serializer(site)  # type: ignore[attr-defined]
+    assert isinstance(serializer, URLSafeTimedSerializer)
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    data = dict(serializer.loads(cookie.value))
+    for key, value in data.items():
+        if key.startswith("_state_") and isinstance(value, dict):
+            value["exp"] = time.time() - STATE_TTL
+    client.set_cookie("session", serializer.dumps(data))
+
+
+def test_a_state_failure_says_which_case_it_is(
+    site: Flask, alipay_emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="flask_alipay")
+    cases: dict[str, str] = {}
+
+    fresh = site.test_client()  # no pending sign-in at all (a lost cookie, another SECRET_KEY)
+    fresh.get("/alipay/callback?state=abc&auth_code=x")
+    cases["no_pending"] = failure_record(caplog).alipay_state_case  # type: ignore[attr-defined]
+
+    client = site.test_client()
+    callback = authorize(start_login(client))
+    client.get("/alipay/callback?state=someoneelse&auth_code=x")  # not this browser's
+    cases["unknown"] = failure_record(caplog).alipay_state_case  # type: ignore[attr-defined]
+
+    assert finish(client, callback).status_code == 302
+    finish(client, callback)  # the same link again
+    cases["used"] = failure_record(caplog).alipay_state_case  # type: ignore[attr-defined]
+
+    late = authorize(start_login(client))
+    expire(site, client)
+    finish(client, late)
+    cases["expired"] = failure_record(caplog).alipay_state_case  # type: ignore[attr-defined]
+
+    assert cases == {case: case for case in cases}
+    assert set(cases) == set(InvalidState.CASES)
+
+
+def test_a_state_from_the_browser_cannot_forge_a_log_line(
+    site: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="flask_alipay")
+    site.test_client().get("/alipay/callback", query_string={"state": "x\nCRITICAL forged"})
+    line = failure_record(caplog).getMessage()
+    assert "\n" not in line
