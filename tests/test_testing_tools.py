@@ -157,3 +157,80 @@ def test_pytest_plugin_needs_no_configuration(pytester: pytest.Pytester) -> None
     pytester.makepyfile(test_user_app=PLUGIN_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+PYTEST_FLASK_TESTS = """
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask
+from flask_alipay import AlipayLogin, current_alipay_user, login_required
+from flask_alipay.keys import public_key_base64
+
+
+def make(config):
+    app = Flask("userapp")
+    # live_server names itself after the host's reverse DNS unless SERVER_NAME says otherwise.
+    app.config.update(SECRET_KEY="x", SERVER_NAME="127.0.0.1", **config)
+    AlipayLogin(app)
+
+    @app.route("/me")
+    @login_required
+    def me():
+        return current_alipay_user["nick_name"]
+
+    return app
+
+
+@pytest.fixture
+def app(request, alipay_test_keys):
+    if request.node.get_closest_marker("production"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+        return make({
+            "ALIPAY_APP_ID": "2021000000000042",
+            "ALIPAY_PRIVATE_KEY": alipay_test_keys.app_private_key_pem,
+            "ALIPAY_PUBLIC_KEY": public_key_base64(key),
+        })
+    return make(request.getfixturevalue("alipay_config"))  # an app fixture on alipay_config
+
+
+def browse(live_server):
+    browser = requests.Session()
+    login = browser.get(live_server.url("/alipay/login?next=/me"), allow_redirects=False)
+    consent = requests.get(login.headers["Location"], allow_redirects=False, timeout=10)
+    done = browser.get(consent.headers["Location"], allow_redirects=False, timeout=10)
+    assert done.status_code == 302, done.text
+    return login.headers["Location"], browser.get(live_server.url("/me")).text
+
+
+def test_pytest_flask_client(client, alipay_sign_in):
+    assert alipay_sign_in(client, next="/me").headers["Location"] == "/me"
+    assert client.get("/me").get_data(as_text=True) == "小明"
+
+
+def test_live_server_signs_in_on_the_emulator(live_server, alipay_emulator):
+    authorize, me = browse(live_server)
+    assert authorize.startswith(alipay_emulator.server.authorize_url + "?")
+    assert me == "小明"
+
+
+@pytest.mark.production
+def test_live_server_of_a_production_app_is_pointed(live_server, alipay_emulator):
+    authorize, me = browse(live_server)
+    assert not authorize.startswith("https://openauth.alipay.com")
+    assert authorize.startswith(alipay_emulator.server.authorize_url + "?")
+    assert me == "小明"
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist-2"])
+def test_plugin_with_pytest_flask_and_xdist(pytester: pytest.Pytester, workers: list[str]) -> None:
+    pytester.makepyfile(test_pytest_flask_app=PYTEST_FLASK_TESTS)
+    pytester.makeini(
+        "[pytest]\nlive_server_scope = function\n"
+        "markers = production: an app configured for production\n"
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--live-server-host=127.0.0.1", *workers
+    )
+    result.assert_outcomes(passed=3)
