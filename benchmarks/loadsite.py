@@ -80,14 +80,16 @@ class Forwarder:
 
     While cut, the port refuses connections and every connection through it has
     been dropped, as when the gateway is unreachable; :meth:`restore` listens on the
-    same port again.
+    same port again.  ``latency`` holds each answer back that long before its first
+    byte, as a real gateway 30-300 ms away does.
     """
 
     #: Longest life of one forwarded connection, and of the forwarder itself.
     MAX_LIFE = 900.0
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], latency: float = 0.0) -> None:
         self.target = target
+        self.latency = latency
         self.port = 0
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -165,16 +167,19 @@ class Forwarder:
                     _drop(upstream)
                     return
                 self._sockets.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, delay in ((client, upstream, 0.0), (upstream, client, self.latency)):
+                threading.Thread(target=self._pump, args=(src, dst, delay), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, delay: float = 0.0) -> None:
         deadline = time.monotonic() + self.MAX_LIFE
         try:
             while time.monotonic() < deadline:
                 data = src.recv(65536)
                 if not data:
                     break
+                if delay:
+                    time.sleep(delay)  # the answer's first byte arrives this much later
+                    delay = 0.0
                 dst.sendall(data)
         except OSError:
             pass
@@ -325,6 +330,8 @@ def running_stack(
     start_timeout: float = 60,
     site_app: str = "loadsite:create_app()",
     pythonpath: Iterable[Path] = (),
+    worker_class: str = "gthread",
+    latency: float = 0.0,
 ) -> Iterator[Stack]:
     """The emulator, then gunicorn serving the demo, each in its own process; stopped after.
 
@@ -373,11 +380,15 @@ def running_stack(
         gateway_url = settings["ALIPAY_GATEWAY_URL"]
         if forward:
             parts = urlsplit(gateway_url)
-            forwarder = Forwarder((parts.hostname or "127.0.0.1", parts.port or 80))
+            forwarder = Forwarder((parts.hostname or "127.0.0.1", parts.port or 80), latency)
             gateway_url = forwarder.url + parts.path
         port = free_port()
-        options = [*("--workers", str(workers), "--worker-class", "gthread")]
-        options += [*("--threads", str(threads), "--timeout", "60", "--graceful-timeout", "5")]
+        options = [*("--workers", str(workers), "--worker-class", worker_class)]
+        if worker_class == "gevent":
+            options += ["--worker-connections", str(threads * 32)]
+        else:
+            options += ["--threads", str(threads)]
+        options += ["--timeout", "60", "--graceful-timeout", "5"]
         if _gunicorn_has("control_socket_disable"):  # gunicorn 25+: no socket in ~/.gunicorn
             options.append("--no-control-socket")
         site_environ = {

@@ -1,5 +1,6 @@
-"""The demo under gunicorn (4 workers, gthread), signed into by 200 browsers at once,
-with the gateway failing mid-load, then recovering.
+"""The demo under gunicorn (4 workers, gthread and then gevent), signed into by 200
+browsers at once through a gateway that answers 200 ms late, with the gateway failing
+mid-load, then recovering.
 
 The emulator runs in its own process (``--control --auto-approve``); the site reaches
 its gateway through a TCP forwarder in this process, which can be cut.  Failures
@@ -34,6 +35,8 @@ pytestmark = pytest.mark.load
 
 BROWSERS = 200
 ALIPAY_TIMEOUT = 2.0
+#: How late the gateway answers each call: production gateways take 30-300 ms.
+LATENCY = 0.2
 #: Every phase, start-up included, must finish within this many seconds.
 DEADLINE = 110.0
 REQUEST_TIMEOUT = 15.0
@@ -75,11 +78,19 @@ class Run:
         return left
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+@pytest.fixture(scope="module", params=["gthread", "gevent"])
+def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """The stack under one worker class, its gateway answering LATENCY late, as a real one."""
     deadline = time.monotonic() + DEADLINE
-    workdir = tmp_path_factory.mktemp("load")
-    with running_stack(workdir, workers=4, threads=8, timeout=ALIPAY_TIMEOUT) as stack:
+    workdir = tmp_path_factory.mktemp(f"load-{request.param}")
+    with running_stack(
+        workdir,
+        workers=4,
+        threads=8,
+        timeout=ALIPAY_TIMEOUT,
+        worker_class=request.param,
+        latency=LATENCY,
+    ) as stack:
         yield Run(stack, deadline)
 
 
