@@ -286,7 +286,8 @@ SETTINGS: tuple[Setting, ...] = (
         "DEFAULT_NEXT",
         "/",
         _default_next,
-        "a path on this site, for a sign-in without a valid `next` and after logout",
+        "a path on this site, for a sign-in without a valid `next` and after logout; under a "
+        "path prefix (SCRIPT_NAME, ProxyFix) the prefix is put in front",
     ),
     Setting(
         "TIMEOUT",
