@@ -10,6 +10,7 @@ from .errors import (
     GatewayUnreachable,
     InvalidState,
     MalformedAnswer,
+    MissingUserId,
     SignInCancelled,
     UnverifiedAnswer,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "GatewayUnreachable",
     "InvalidState",
     "MalformedAnswer",
+    "MissingUserId",
     "SignInCancelled",
     "UnverifiedAnswer",
     "current_alipay_user",

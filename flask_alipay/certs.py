@@ -14,21 +14,30 @@ import base64
 import binascii
 import hashlib
 import re
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
 
 __all__ = [
     "CertificateError",
     "LeafCertificate",
     "cert_sn",
+    "certificate_expiries",
     "leaf_certificates",
+    "load_roots",
     "pem_blocks",
     "root_cert_sn",
+    "trusted_leaf",
 ]
 
+_DER = Encoding.DER
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
 #: Signature algorithms under this arc are RSA; only those count in the root SN.
 _RSA_SIGNATURE_ARC = "1.2.840.113549.1.1."
@@ -90,10 +99,11 @@ def root_cert_sn(text: str | bytes) -> str:
 
 @dataclass(frozen=True)
 class LeafCertificate:
-    """A certificate that is not a CA: its SN and the RSA key it carries."""
+    """A certificate that is not a CA: its SN, the RSA key it carries, its last day."""
 
     sn: str
     public_key: RSAPublicKey
+    not_after: datetime | None = None
 
 
 def leaf_certificates(text: str | bytes) -> list[LeafCertificate]:
@@ -109,10 +119,87 @@ def leaf_certificates(text: str | bytes) -> list[LeafCertificate]:
         key = cert.public_key()
         if not isinstance(key, RSAPublicKey):
             raise CertificateError("the certificate does not carry an RSA key")
-        leaves.append(LeafCertificate(sn=cert_sn(der), public_key=key))
+        leaves.append(LeafCertificate(cert_sn(der), key, cert.not_valid_after_utc))
     if not leaves:
         raise CertificateError("no leaf (non-CA) certificate found")
     return leaves
+
+
+def _load(der: bytes) -> x509.Certificate | None:
+    """A certificate cryptography can use, or None (an SM2 root, a NULL-parameter one)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cryptography 48 warns on the iTrus NULL parameter
+        try:
+            return x509.load_der_x509_certificate(der)
+        except ValueError:
+            return None
+
+
+def load_roots(text: str | bytes) -> tuple[x509.Certificate, ...]:
+    """The root bundle's certificates that can anchor a chain check."""
+    return tuple(cert for der in pem_blocks(text) if (cert := _load(der)) is not None)
+
+
+def certificate_expiries(text: str | bytes) -> list[tuple[str, datetime]]:
+    """(subject, last valid moment) of each certificate in a file, for ``flask alipay check``."""
+    found = []
+    for der in pem_blocks(text):
+        cert = _load(der)
+        if cert is not None:
+            found.append((cert.subject.rfc4514_string(), cert.not_valid_after_utc))
+    return found
+
+
+def trusted_leaf(
+    content: str | bytes, roots: Sequence[x509.Certificate], now: datetime | None = None
+) -> LeafCertificate:
+    """The leaf of a downloaded chain that Alipay's root bundle vouches for.
+
+    As the official Java SDK checks a downloaded certificate
+    (``AntCertificationUtil.isTrusted``): the certificates must form one
+    chain, each issued by the one before it; the first must be issued by a
+    root of the bundle, and each must be valid now.  The leaf is the last
+    link, with an RSA key.  Raises CertificateError naming what failed.
+    """
+    moment = now or datetime.now(timezone.utc)
+    chain = [_load(der) for der in pem_blocks(content)]
+    if any(cert is None for cert in chain):
+        raise CertificateError("the downloaded certificate cannot be read")
+    ordered = _ordered([cert for cert in chain if cert is not None])
+    issuer = next((root for root in roots if root.subject == ordered[0].issuer), None)
+    if issuer is None:
+        raise CertificateError("the downloaded certificate is not issued by ALIPAY_ROOT_CERT")
+    for cert in ordered:
+        if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+            raise CertificateError("the downloaded certificate is expired or not yet valid")
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            raise CertificateError(
+                "the downloaded certificate's chain does not verify to ALIPAY_ROOT_CERT"
+            ) from None
+        issuer = cert
+    leaf = ordered[-1]
+    key = leaf.public_key()
+    if not isinstance(key, RSAPublicKey):
+        raise CertificateError("the downloaded certificate does not carry an RSA key")
+    der = leaf.public_bytes(_DER)
+    return LeafCertificate(cert_sn(der), key, leaf.not_valid_after_utc)
+
+
+def _ordered(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+    """The certificates as one chain, issuer first (the Java SDK's ``sortByDn``)."""
+    subjects = {cert.subject for cert in certs}
+    heads = [cert for cert in certs if cert.issuer not in subjects or cert.issuer == cert.subject]
+    if len(heads) != 1 or len(subjects) != len(certs):
+        raise CertificateError("the downloaded certificates are not one complete chain")
+    chain = heads
+    while len(chain) < len(certs):
+        following = [c for c in certs if c.issuer == chain[-1].subject and c not in chain]
+        if len(following) != 1:
+            raise CertificateError("the downloaded certificates are not one complete chain")
+        chain.append(following[0])
+    return chain
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

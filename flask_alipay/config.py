@@ -14,14 +14,22 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from .certs import CertificateError, leaf_certificates, root_cert_sn
+from .certs import (
+    CertificateError,
+    certificate_expiries,
+    leaf_certificates,
+    load_roots,
+    root_cert_sn,
+)
 from .errors import AlipayConfigError
 from .keys import same_public_key
-from .protocol import ENDPOINTS
+from .protocol import ENDPOINTS, wants_profile
 from .settings import CERT_FILES, REQUIRED, SETTINGS, Setting, markdown_table
 
 __all__ = [
@@ -53,16 +61,28 @@ class AlipayConfig:
     url_prefix: str
     default_next: str
     timeout: float
+    #: Which id is ``user.id`` (ALIPAY_ID_FIELD), and what the session keeps.
+    id_field: str = "open_id"
+    session_fields: tuple[str, ...] = ("user_id", "open_id", "union_id", "nick_name", "avatar")
     #: False only when the site chose to run unverified (ALIPAY_VERIFY_ANSWERS).
     verify_answers: bool = True
     #: Certificate mode (公钥证书): our SNs, and Alipay's certificate keys by SN.
     app_cert_sn: str | None = None
     alipay_root_cert_sn: str | None = None
     alipay_certs: Mapping[str, RSAPublicKey] = field(default_factory=dict)
+    #: The root bundle's usable certificates, which a downloaded certificate must chain to.
+    root_certs: tuple[x509.Certificate, ...] = ()
+    #: (setting without prefix, subject, last valid moment) of every readable certificate.
+    cert_expiries: tuple[tuple[str, str, datetime], ...] = ()
 
     @property
     def cert_mode(self) -> bool:
         return self.app_cert_sn is not None
+
+    @property
+    def wants_profile(self) -> bool:
+        """The scope allows ``alipay.user.info.share`` (``auth_user`` is among them)."""
+        return wants_profile(self.scope)
 
     def __repr__(self) -> str:
         # Never let a key object's repr near a log line.
@@ -201,6 +221,8 @@ def inspect_config(
         url_prefix=url_prefix,
         default_next=values["DEFAULT_NEXT"],
         timeout=values["TIMEOUT"],
+        id_field=values["ID_FIELD"],
+        session_fields=values["SESSION_FIELDS"],
         verify_answers=values["VERIFY_ANSWERS"] is not False,
         **(certificates or {}),
     )
@@ -250,4 +272,10 @@ def _certificates(
         "app_cert_sn": app_leaf.sn,
         "alipay_root_cert_sn": root_sn,
         "alipay_certs": {leaf.sn: leaf.public_key for leaf in alipay_leaves},
+        "root_certs": load_roots(texts["ROOT_CERT"]),
+        "cert_expiries": tuple(
+            (key, subject, not_after)
+            for key in CERT_FILES
+            for subject, not_after in certificate_expiries(texts[key])
+        ),
     }

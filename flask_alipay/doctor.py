@@ -8,6 +8,7 @@ change, in English with the Chinese console term.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -63,7 +64,7 @@ def examine(app: Flask, ext: AlipayLogin) -> tuple[AlipayConfig | None, list[Fin
     return loaded, findings
 
 
-def _warnings(cfg: AlipayConfig, prefix: str) -> list[Finding]:
+def _warnings(cfg: AlipayConfig, prefix: str, now: datetime | None = None) -> list[Finding]:
     found: list[Finding] = []
     if cfg.private_key.key_size < MIN_BITS:
         found.append(
@@ -75,7 +76,7 @@ def _warnings(cfg: AlipayConfig, prefix: str) -> list[Finding]:
             )
         )
     if cfg.cert_mode:
-        found += _certificate_findings(cfg, prefix)
+        found += _certificate_findings(cfg, prefix, now)
     elif cfg.alipay_public_key is not None and cfg.alipay_public_key.key_size < MIN_BITS:
         found.append(
             Finding(
@@ -116,7 +117,9 @@ def _warnings(cfg: AlipayConfig, prefix: str) -> list[Finding]:
     return found
 
 
-def _certificate_findings(cfg: AlipayConfig, prefix: str) -> list[Finding]:
+def _certificate_findings(
+    cfg: AlipayConfig, prefix: str, now: datetime | None = None
+) -> list[Finding]:
     sns = ", ".join(cfg.alipay_certs)
     found = [
         Finding(
@@ -127,7 +130,42 @@ def _certificate_findings(cfg: AlipayConfig, prefix: str) -> list[Finding]:
     ]
     if any(cfg.alipay_certs[sn].key_size < MIN_BITS for sn in cfg.alipay_certs):
         found.append(Finding("warning", f"{prefix}ALIPAY_CERT carries a key under 2048 bits."))
+    return found + _expiry_findings(cfg, prefix, now)
+
+
+#: ``flask alipay check`` warns this long before a certificate expires.
+EXPIRY_WARNING = timedelta(days=30)
+
+
+def _expiry_findings(cfg: AlipayConfig, prefix: str, now: datetime | None) -> list[Finding]:
+    moment = now or datetime.now(timezone.utc)
+    found = []
+    for key, subject, not_after in cfg.cert_expiries:
+        day = not_after.date().isoformat()
+        what = f"{prefix}{key}: {subject} expires {day}"
+        if not_after <= moment:
+            found.append(
+                Finding(
+                    "error",
+                    f"{what}: it has expired.",
+                    _renew_fix(key),
+                )
+            )
+        elif not_after - moment <= EXPIRY_WARNING:
+            days = (not_after - moment).days
+            found.append(Finding("warning", f"{what}, in {days} days.", _renew_fix(key)))
+        else:
+            found.append(Finding("ok", f"{what}."))
     return found
+
+
+def _renew_fix(key: str) -> str:
+    if key == "APP_CERT":
+        return "Renew the app certificate (应用公钥证书) in the console and download it again."
+    return (
+        "Download the new certificate from the console (Alipay rotates its own; "
+        "flask_alipay fetches a rotated one by itself, but update the file)."
+    )
 
 
 def callback_url(app: Flask, ext: AlipayLogin, cfg: AlipayConfig) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "GatewayUnreachable",
     "InvalidState",
     "MalformedAnswer",
+    "MissingUserId",
     "SignInCancelled",
     "UnverifiedAnswer",
     "error_class",
@@ -257,12 +258,49 @@ class CertificateRotated(UnverifiedAnswer):
         "alipayCertPublicKey_RSA2.crt from the console and update ALIPAY_ALIPAY_CERT."
     )
 
+    def __init__(self, message: str | None = None, *, sn: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        #: The SN the answer named, which flask_alipay tries to download once.
+        self.sn = sn
+
+    @property
+    def hint(self) -> str:
+        # A refused download's sub_code is in the message; the fix is still the file.
+        return self.default_hint
+
 
 class MalformedAnswer(AlipayError):
     """An answer that is not in the shape Alipay signs: HTML, truncated, too large."""
 
     default_reason = "malformed"
     default_hint = "Alipay's answer was not in the expected shape. Try again later."
+
+
+class MissingUserId(MalformedAnswer):
+    """Alipay's answer lacks the id ``ALIPAY_ID_FIELD`` names.
+
+    Alipay moves apps from ``user_id`` to ``open_id`` in stages, so the id an
+    app is keyed on can stop coming: that is a setting to change, never a
+    reason to key the user on the other id.
+    """
+
+    default_reason = "id_field"
+    default_message = "Alipay's answer does not carry the user id this site is keyed on."
+    default_hint = (
+        "Alipay did not send the id ALIPAY_ID_FIELD names. Alipay is moving apps from "
+        "user_id to open_id: check which one the console sends under 开发设置 › "
+        "openid配置管理, and set ALIPAY_ID_FIELD to it (docs/openid-migration.md)."
+    )
+
+    def __init__(
+        self, message: str | None = None, *, setting: str = "ALIPAY_ID_FIELD", **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.setting = setting
+
+    @property
+    def hint(self) -> str:
+        return self.default_hint.replace("ALIPAY_ID_FIELD", self.setting)
 
 
 class GatewayUnreachable(AlipayError):
@@ -292,6 +330,7 @@ _KINDS: tuple[type[AlipayError], ...] = (
     UnverifiedAnswer,
     CertificateRotated,
     MalformedAnswer,
+    MissingUserId,
     GatewayUnreachable,
     GatewayTimedOut,
 )

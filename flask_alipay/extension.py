@@ -20,7 +20,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 
 from .config import AlipayConfig, load_config
-from .errors import AlipayConfigError, AlipayError, MalformedAnswer
+from .errors import AlipayConfigError, AlipayError, MalformedAnswer, MissingUserId
 from .gateway import Gateway
 from .identity import ANONYMOUS, AlipayUser, AnonymousAlipayUser, default_unauthorized, guard
 from .oauth import AlipayOAuth2App
@@ -152,19 +152,22 @@ class AlipayLogin:
         if not isinstance(fields, dict):
             return None
         try:
-            return AlipayUser(fields)
+            return AlipayUser(fields, self.config.id_field)
         except ValueError:
-            return None
+            return None  # e.g. signed in before ALIPAY_ID_FIELD changed: signed out
 
     def remember(self, user: AlipayUser) -> None:
-        """Store the identity and profile in the session, under a new session id; never tokens.
+        """Store the ids and ``ALIPAY_SESSION_FIELDS`` in the session, under a new session id.
+
+        Never tokens, and by default no personal data beyond nickname and
+        avatar: Flask's session is a signed but readable cookie.
 
         A server-side session keeps its id in the cookie, so an attacker who planted
         an id in the victim's browser would share the signed-in session: the id is
         replaced first (``session_interface.regenerate``, as Flask-Session has it).
         """
         rotate_session_id(current_app, session)
-        session[self.session_key] = user.to_dict()
+        session[self.session_key] = user.only(self.config.session_fields).to_dict()
 
     def forget(self) -> AlipayUser | None:
         """Clear the identity; return who was signed in."""
@@ -191,15 +194,18 @@ class AlipayLogin:
         return default_unauthorized(self)
 
     def user_from_token(self, token: Mapping[str, Any]) -> AlipayUser:
-        """The user behind a fresh token: the profile for auth_user, the ids for auth_base."""
+        """The user behind a fresh token: the whole profile when the scope allows it."""
         ids = {k: token[k] for k in IDENTITY_FIELDS if token.get(k)}
-        if self.config.scope == "auth_base":
-            return _user(ids)
-        profile = self.fetch_profile(token["access_token"])
-        for name in ("user_id", "open_id"):
-            if ids.get(name) and profile.get(name) and profile[name] != ids[name]:
-                raise MalformedAnswer("Alipay's profile belongs to another user than the token.")
-        return _user({**ids, **profile})
+        fields: dict[str, Any] = dict(ids)
+        if self.config.wants_profile:
+            profile = self.call(USER_INFO_METHOD, auth_token=token["access_token"])
+            for name in ("user_id", "open_id"):
+                if ids.get(name) and profile.get(name) and profile[name] != ids[name]:
+                    raise MalformedAnswer(
+                        "Alipay's profile belongs to another user than the token."
+                    )
+            fields.update(profile)
+        return self._user(fields)
 
     # Calls after sign-in: need an app context, not a request --------------
 
@@ -227,7 +233,17 @@ class AlipayLogin:
 
     def fetch_profile(self, access_token: str) -> AlipayUser:
         """``alipay.user.info.share`` for a token from an ``auth_user`` sign-in."""
-        return _user(self.call(USER_INFO_METHOD, auth_token=access_token))
+        return self._user(self.call(USER_INFO_METHOD, auth_token=access_token))
+
+    def _user(self, fields: Mapping[str, Any]) -> AlipayUser:
+        id_field = self.config.id_field
+        try:
+            return AlipayUser(fields, id_field)
+        except ValueError:
+            raise MissingUserId(
+                f"Alipay's answer has no {id_field}, the id this site is keyed on.",
+                setting=self.config_prefix + "ID_FIELD",
+            ) from None
 
     def refresh_token(self, refresh_token: str) -> dict[str, Any]:
         """Trade a refresh token for a new verified token; sends ``token_refreshed``."""
@@ -235,13 +251,6 @@ class AlipayLogin:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         send(token_refreshed, app, token=token, name=self.name)
         return token
-
-
-def _user(fields: Mapping[str, Any]) -> AlipayUser:
-    try:
-        return AlipayUser(fields)
-    except ValueError:
-        raise MalformedAnswer("Alipay's answer has neither open_id nor user_id.") from None
 
 
 def rotate_session_id(app: Flask, session: Any) -> None:

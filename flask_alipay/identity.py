@@ -6,7 +6,7 @@ session is a signed but readable cookie by default.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -26,7 +26,8 @@ __all__ = [
     "login_required",
 ]
 
-#: The profile fields kept, as Alipay names them.
+#: The fields Alipay's web profile usually has; an app approved for more (``mobile``,
+#: ``email``, ``user_name``, ``cert_type``...) gets those too.
 PROFILE_FIELDS = (
     "user_id",
     "open_id",
@@ -37,6 +38,8 @@ PROFILE_FIELDS = (
     "province",
     "city",
 )
+#: An answer's own status fields, which are not the user's.
+_ANSWER_FIELDS = frozenset({"code", "msg", "sub_code", "sub_msg"})
 
 #: Methods ``login_required`` lets through unchecked, as Flask-Login does: CORS
 #: preflights carry no cookies, so they can never be signed in.
@@ -46,36 +49,43 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class AlipayUser(Mapping[str, str]):
-    """A signed-in Alipay user: a read-only mapping of the profile as Alipay gave it.
+    """A signed-in Alipay user: a read-only mapping of the verified profile.
 
-    ``id`` is ``open_id`` when present, else ``user_id``: apps on Alipay's
-    OpenID standard get no ``user_id`` at all.
+    ``id`` is always the field ``ALIPAY_ID_FIELD`` names (``open_id`` by
+    default), never "whichever is present": during Alipay's OpenID migration an
+    answer may carry both, and a key that switched silently would orphan accounts.
+    Both ids stay readable as ``user["user_id"]`` and ``user["open_id"]``.
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_id_field")
 
     is_authenticated = True
     is_anonymous = False
 
-    def __init__(self, fields: Mapping[str, Any]) -> None:
+    def __init__(self, fields: Mapping[str, Any], id_field: str = "open_id") -> None:
         kept = {
-            name: str(fields[name])
-            for name in PROFILE_FIELDS
-            if fields.get(name) is not None and str(fields[name]) != ""
+            name: str(value)
+            for name, value in fields.items()
+            if isinstance(name, str)
+            and name not in _ANSWER_FIELDS
+            and isinstance(value, (str, int, float))
+            and not isinstance(value, bool)
+            and str(value) != ""
         }
-        if "open_id" not in kept and "user_id" not in kept:
-            raise ValueError("an Alipay user needs an open_id or a user_id")
+        if id_field not in kept:
+            raise ValueError(f"an Alipay user needs a {id_field}")
         self._fields = kept
+        self._id_field = id_field
 
     @property
     def id(self) -> str:
-        """The stable key for this user in this app: open_id, else user_id."""
-        return self._fields.get("open_id") or self._fields["user_id"]
+        """The stable key for this user in this app: the ``ALIPAY_ID_FIELD`` field."""
+        return self._fields[self._id_field]
 
     @property
     def id_kind(self) -> str:
         """Which id ``id`` is: ``"open_id"`` or ``"user_id"``."""
-        return "open_id" if "open_id" in self._fields else "user_id"
+        return self._id_field
 
     def __getitem__(self, name: str) -> str:
         return self._fields[name]
@@ -88,7 +98,7 @@ class AlipayUser(Mapping[str, str]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AlipayUser):
-            return self._fields == other._fields
+            return (self._id_field, self._fields) == (other._id_field, other._fields)
         return NotImplemented
 
     def __hash__(self) -> int:
@@ -98,8 +108,13 @@ class AlipayUser(Mapping[str, str]):
         return f"AlipayUser({self.id_kind}={self.id!r})"
 
     def to_dict(self) -> dict[str, str]:
-        """A plain dict, for the session or JSON."""
+        """Every field, as a plain dict (for JSON; the session keeps fewer)."""
         return dict(self._fields)
+
+    def only(self, names: Iterable[str]) -> AlipayUser:
+        """The same user with only these fields (and its id): what a session keeps."""
+        wanted = {*names, self._id_field}
+        return AlipayUser({k: v for k, v in self._fields.items() if k in wanted}, self._id_field)
 
 
 class AnonymousAlipayUser(Mapping[str, str]):

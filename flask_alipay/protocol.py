@@ -9,7 +9,11 @@ from, are in ``docs/protocol.md``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from .certs import CertificateError, LeafCertificate, trusted_leaf
 from .errors import (
     AlipayError,
     AlipayRefused,
@@ -44,14 +49,17 @@ if TYPE_CHECKING:
 __all__ = [
     "BEIJING",
     "BODY_PARAMS",
+    "CERT_DOWNLOAD_METHOD",
     "CERT_PARAMS",
     "CHARSETS",
     "COMMON_PARAMS",
     "ENDPOINTS",
     "ERROR_NODE",
     "IDENTITY_FIELDS",
+    "PROFILE_SCOPE",
     "QUERY_PARAMS",
     "SCOPES",
+    "SCOPE_SEPARATOR",
     "SIGN_TYPES",
     "SUCCESS_CODE",
     "TIMESTAMP_FORMAT",
@@ -61,20 +69,51 @@ __all__ = [
     "alipay_error",
     "answer_key",
     "beijing_timestamp",
+    "cert_download_business",
+    "is_scope_name",
     "node_name",
     "normalise_token",
     "parse",
     "read_answer",
+    "read_downloaded_cert",
     "signed_request",
+    "split_scope",
     "verify",
+    "wants_profile",
     "wire_charset",
 ]
 
 TOKEN_METHOD = "alipay.system.oauth.token"
 USER_INFO_METHOD = "alipay.user.info.share"
+#: Certificate mode: fetch the Alipay certificate an answer names (after a rotation).
+CERT_DOWNLOAD_METHOD = "alipay.open.app.alipaycert.download"
 
-#: ``auth_user`` shows a consent page and allows the profile call; ``auth_base`` is silent.
-SCOPES = ("auth_user", "auth_base")
+#: ``auth_user`` shows a consent page and allows the profile call; ``auth_base`` is
+#: silent.  The others are the further scopes Alipay's authorization docs list, asked
+#: for beside ``auth_user``.
+SCOPES = ("auth_user", "auth_base", "auth_ecard", "auth_invoice_info", "auth_puc_charge")
+#: Several scopes go in one ``scope`` parameter, joined by commas (``auth_user,auth_ecard``).
+SCOPE_SEPARATOR = ","
+#: The scope that allows ``alipay.user.info.share``.
+PROFILE_SCOPE = "auth_user"
+
+
+def split_scope(scope: str) -> list[str]:
+    """The scopes of a ``scope`` parameter, in order, without repeats."""
+    return list(
+        dict.fromkeys(part.strip() for part in scope.split(SCOPE_SEPARATOR) if part.strip())
+    )
+
+
+def is_scope_name(name: str) -> bool:
+    """One of the scopes Alipay documents; a typo fails at start-up, not on Alipay's page."""
+    return name in SCOPES
+
+
+def wants_profile(scope: str) -> bool:
+    """Whether a sign-in with this scope may read the profile."""
+    return PROFILE_SCOPE in split_scope(scope)
+
 
 #: (authorize page, gateway) for production (False) and the sandbox (True).
 ENDPOINTS: dict[bool, tuple[str, str]] = {
@@ -232,8 +271,11 @@ def is_error(answer: SignedAnswer) -> bool:
     return answer.node == ERROR_NODE or ("code" in data and str(data["code"]) != SUCCESS_CODE)
 
 
-def answer_key(cfg: AlipayConfig, answer: SignedAnswer) -> RSAPublicKey | None:
-    """Alipay's public key, or in certificate mode the certificate the answer names.
+def answer_key(
+    cfg: AlipayConfig, answer: SignedAnswer, downloaded: Mapping[str, RSAPublicKey] | None = None
+) -> RSAPublicKey | None:
+    """Alipay's public key, or in certificate mode the certificate the answer names:
+    one configured, or one ``downloaded`` since a rotation.
 
     None only when the site chose ``ALIPAY_VERIFY_ANSWERS = False``.
     """
@@ -243,11 +285,12 @@ def answer_key(cfg: AlipayConfig, answer: SignedAnswer) -> RSAPublicKey | None:
         return cfg.alipay_public_key
     if not answer.cert_sn:
         raise UnverifiedAnswer("Alipay's answer names no alipay_cert_sn.")
-    key = cfg.alipay_certs.get(answer.cert_sn)
+    key = cfg.alipay_certs.get(answer.cert_sn) or (downloaded or {}).get(answer.cert_sn)
     if key is None:
         raise CertificateRotated(
             f"Alipay's answer is signed with certificate {answer.cert_sn[:40]}, "
-            "which ALIPAY_ALIPAY_CERT does not hold."
+            "which ALIPAY_ALIPAY_CERT does not hold.",
+            sn=answer.cert_sn if _CERT_SN.fullmatch(answer.cert_sn) else None,
         )
     return key
 
@@ -276,7 +319,13 @@ def verify(cfg: AlipayConfig, answer: SignedAnswer, key: RSAPublicKey | None) ->
     return dataclasses.replace(answer, content=signed, data=data)
 
 
-def read_answer(cfg: AlipayConfig, method: str, status: int, body: bytes) -> dict[str, Any]:
+def read_answer(
+    cfg: AlipayConfig,
+    method: str,
+    status: int,
+    body: bytes,
+    downloaded: Mapping[str, RSAPublicKey] | None = None,
+) -> dict[str, Any]:
     """A verified answer's node, or the AlipayError it stands for.
 
     Every success answer is verified; an error answer only when it is signed,
@@ -284,10 +333,58 @@ def read_answer(cfg: AlipayConfig, method: str, status: int, body: bytes) -> dic
     """
     answer = parse(cfg, method, status, body)
     if answer.sign or not is_error(answer):
-        answer = verify(cfg, answer, answer_key(cfg, answer))
+        answer = verify(cfg, answer, answer_key(cfg, answer, downloaded))
     if is_error(answer):
         raise alipay_error(answer.data)
     return answer.data
+
+
+#: An SN is an MD5 in hex; anything else in ``alipay_cert_sn`` is never downloaded.
+_CERT_SN = re.compile(r"[0-9a-f]{32}")
+
+
+def cert_download_business(sn: str) -> dict[str, str]:
+    """The business parameters of ``alipay.open.app.alipaycert.download`` for one SN."""
+    return {"biz_content": json.dumps({"alipay_cert_sn": sn}, separators=(",", ":"))}
+
+
+def read_downloaded_cert(
+    cfg: AlipayConfig, status: int, body: bytes, sn: str, now: datetime | None = None
+) -> LeafCertificate:
+    """The certificate ``sn`` from a download answer, trusted only if it chains to
+    ``ALIPAY_ROOT_CERT``; raises CertificateRotated saying what failed.
+
+    The answer is signed under the new SN itself, so it is verified with the
+    downloaded certificate, and only once the chain check has passed.
+    """
+    try:
+        answer = parse(cfg, CERT_DOWNLOAD_METHOD, status, body)
+    except MalformedAnswer as error:
+        raise CertificateRotated(
+            f"Alipay's new certificate could not be downloaded: {error}"
+        ) from None
+    if is_error(answer):
+        refused = alipay_error(answer.data)
+        raise CertificateRotated(
+            "Alipay refused to send its new certificate.",
+            code=refused.code,
+            sub_code=refused.sub_code,
+            sub_msg=refused.sub_msg,
+        )
+    content = answer.data.get("alipay_cert_content")
+    try:
+        pem = base64.b64decode(str(content or ""), validate=True)
+        leaf = trusted_leaf(pem, cfg.root_certs, now)
+    except (binascii.Error, ValueError) as error:
+        reason = error if isinstance(error, CertificateError) else "it is not base64"
+        raise CertificateRotated(f"Alipay's downloaded certificate is refused: {reason}.") from None
+    if leaf.sn != sn or answer.cert_sn != sn:
+        raise CertificateRotated("Alipay's downloaded certificate is not the one the answer named.")
+    try:
+        verify(cfg, answer, leaf.public_key)
+    except UnverifiedAnswer:
+        raise CertificateRotated("Alipay's certificate download answer did not verify.") from None
+    return leaf
 
 
 def alipay_error(data: Mapping[str, Any]) -> AlipayError:

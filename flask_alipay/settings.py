@@ -16,10 +16,18 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from .keys import KeyFormatError, load_private_key, load_public_key
-from .protocol import CHARSETS, SCOPES, SIGN_TYPES
+from .protocol import CHARSETS, SCOPE_SEPARATOR, SCOPES, SIGN_TYPES, is_scope_name, split_scope
 from .redirects import safe_next
 
-__all__ = ["CERT_FILES", "REQUIRED", "SETTINGS", "Setting", "markdown_table"]
+__all__ = [
+    "CERT_FILES",
+    "ID_FIELDS",
+    "REQUIRED",
+    "SESSION_ID_FIELDS",
+    "SETTINGS",
+    "Setting",
+    "markdown_table",
+]
 
 
 class _Required:
@@ -157,6 +165,50 @@ def _timeout(value: Any) -> float:
     return seconds
 
 
+def _scope(value: Any) -> str:
+    parts = [_text(part) for part in value] if isinstance(value, (list, tuple)) else [_text(value)]
+    scopes = split_scope(SCOPE_SEPARATOR.join(parts))
+    if not scopes:
+        raise ValueError("must name at least one scope, such as auth_user.")
+    for scope in scopes:
+        if not is_scope_name(scope):
+            raise ValueError(
+                f"must be one of {', '.join(SCOPES)}, or several separated by commas; "
+                f"got {scope[:40]!r}."
+            )
+    if "auth_base" in scopes and len(scopes) > 1:
+        raise ValueError("auth_base is the silent sign-in: ask for it alone.")
+    return SCOPE_SEPARATOR.join(scopes)
+
+
+#: The id fields ``ALIPAY_ID_FIELD`` may name.
+ID_FIELDS = ("open_id", "user_id")
+#: Profile fields always kept in the session: the ids.
+SESSION_ID_FIELDS = ("user_id", "open_id", "union_id")
+
+
+def _id_field(value: Any) -> str:
+    text = _text(value).strip()
+    if text not in ID_FIELDS:
+        raise ValueError(
+            f'must be "open_id" or "user_id", the field that keys your users; got {text[:40]!r}.'
+        )
+    return text
+
+
+def _session_fields(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)):
+        names = [name.strip() for name in _text(value).split(",")]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        names = [_text(name).strip() for name in value]
+    else:
+        raise ValueError("must be a list of profile field names, such as ['nick_name', 'avatar'].")
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"must hold profile field names; got {name[:40]!r}.")
+    return tuple(dict.fromkeys([*SESSION_ID_FIELDS, *(n for n in names if n)]))
+
+
 CERT_FILES = {
     "APP_CERT": "appCertPublicKey_<APPID>.crt",
     "ALIPAY_CERT": "alipayCertPublicKey_RSA2.crt",
@@ -243,9 +295,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SCOPE",
         "auth_user",
-        _choice({scope: scope for scope in SCOPES}),
-        "`auth_user` (consent page and profile) or `auth_base` (silent, ids only)",
+        _scope,
+        "`auth_user` (consent page and profile) or `auth_base` (silent, ids only); several "
+        "scopes separated by commas (`auth_user,auth_ecard`), the profile read when "
+        "`auth_user` is among them",
         logto="scope",
+    ),
+    Setting(
+        "ID_FIELD",
+        "open_id",
+        _id_field,
+        "which id is `user.id`: `open_id` or `user_id`; pin it before Alipay's OpenID "
+        "migration changes what it sends (docs/openid-migration.md)",
+    ),
+    Setting(
+        "SESSION_FIELDS",
+        ("nick_name", "avatar"),
+        _session_fields,
+        "profile fields kept in the session besides the ids (`user_id`, `open_id`, "
+        "`union_id`, always kept); the whole profile goes to `user_logged_in`",
+        shown="`['nick_name', 'avatar']`",
     ),
     Setting(
         "SANDBOX",

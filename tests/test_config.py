@@ -104,6 +104,12 @@ BAD = [
     ({"ALIPAY_SIGN_TYPE": "MD5"}, "ALIPAY_SIGN_TYPE must be one of RSA2, RSA"),
     ({"ALIPAY_CHARSET": "latin1"}, "ALIPAY_CHARSET must be one of utf8, utf-8, gbk"),
     ({"ALIPAY_SCOPE": "auth_userinfo"}, "ALIPAY_SCOPE must be one of auth_user, auth_base"),
+    ({"ALIPAY_SCOPE": "auth_user,auth_x"}, "ALIPAY_SCOPE must be one of auth_user, auth_base"),
+    ({"ALIPAY_SCOPE": "auth_base,auth_user"}, "auth_base is the silent sign-in: ask for it alone"),
+    ({"ALIPAY_SCOPE": " , "}, "ALIPAY_SCOPE must name at least one scope"),
+    ({"ALIPAY_ID_FIELD": "union_id"}, 'ALIPAY_ID_FIELD must be "open_id" or "user_id"'),
+    ({"ALIPAY_SESSION_FIELDS": "nick name"}, "ALIPAY_SESSION_FIELDS must hold profile field"),
+    ({"ALIPAY_SESSION_FIELDS": 3}, "ALIPAY_SESSION_FIELDS must be a list of profile field"),
     ({"ALIPAY_SANDBOX": "maybe"}, "ALIPAY_SANDBOX must be true or false"),
     (
         {"ALIPAY_GATEWAY_URL": "openapi.alipay.com/gateway.do"},

@@ -224,7 +224,12 @@ def test_live_server_of_a_production_app_is_pointed(live_server, alipay_emulator
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist-2"])
-def test_plugin_with_pytest_flask_and_xdist(pytester: pytest.Pytester, workers: list[str]) -> None:
+def test_plugin_with_pytest_flask_and_xdist(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
+) -> None:
+    # FlaskGroup sets FLASK_RUN_FROM_CLI=true in os.environ when an earlier test runs the
+    # flask command in-process; inherited, it makes live_server's app.run() return at once.
+    monkeypatch.delenv("FLASK_RUN_FROM_CLI", raising=False)
     pytester.makepyfile(test_pytest_flask_app=PYTEST_FLASK_TESTS)
     pytester.makeini(
         "[pytest]\nlive_server_scope = function\n"

@@ -15,7 +15,9 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,10 +25,17 @@ from urllib.parse import urlencode
 
 import requests
 import urllib3
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from .. import protocol
 from ..config import AlipayConfig
-from ..errors import AlipayError, GatewayTimedOut, GatewayUnreachable, MalformedAnswer
+from ..errors import (
+    AlipayError,
+    CertificateRotated,
+    GatewayTimedOut,
+    GatewayUnreachable,
+    MalformedAnswer,
+)
 from .deadline import Watch, WatchedAdapter, deadline
 
 __all__ = ["MAX_ANSWER_BYTES", "Gateway", "GatewayReply"]
@@ -35,6 +44,9 @@ log = logging.getLogger("flask_alipay")
 
 #: Gateway answers larger than this are refused, before or after decompression.
 MAX_ANSWER_BYTES = 1024 * 1024
+#: Alipay certificates downloaded after a rotation, kept per process.  A rotation
+#: brings one new SN; the bound keeps forged SNs from growing anything.
+MAX_DOWNLOADED_CERTS = 8
 _CHUNK = 65536
 #: The encodings we ask for; anything else in an answer is refused.
 _ACCEPT_ENCODING = "gzip, deflate"
@@ -78,6 +90,9 @@ class Gateway:
         self.http.proxies.update(env["proxies"])
         self.http.verify = env["verify"]
         self.http.trust_env = False
+        #: Certificate mode: Alipay certificates downloaded since start-up, by SN.
+        self._downloaded: OrderedDict[str, RSAPublicKey] = OrderedDict()
+        self._download_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -104,8 +119,46 @@ class Gateway:
         return self.read(method, self.send(request.url, request.body, request.headers))
 
     def read(self, method: str, reply: GatewayReply) -> dict[str, Any]:
-        """The verified node of a reply to ``method``, or the AlipayError it stands for."""
-        return protocol.read_answer(self.config, method, reply.status_code, reply.content)
+        """The verified node of a reply to ``method``, or the AlipayError it stands for.
+
+        In certificate mode an answer may name an Alipay certificate issued since
+        start-up: it is downloaded once, trusted only if it chains to the root
+        bundle, and the answer is verified with it.
+        """
+        status, content = reply.status_code, reply.content
+        try:
+            return protocol.read_answer(self.config, method, status, content, self._downloaded)
+        except CertificateRotated as rotated:
+            if rotated.sn is None or not self.config.cert_mode:
+                raise
+            self.download_cert(rotated.sn)
+        return protocol.read_answer(self.config, method, status, content, self._downloaded)
+
+    @property
+    def downloaded_certs(self) -> tuple[str, ...]:
+        """The SNs of Alipay certificates downloaded since start-up, oldest first."""
+        return tuple(self._downloaded)
+
+    def download_cert(self, sn: str) -> RSAPublicKey:
+        """Alipay's certificate ``sn``, downloaded at most once however many ask at once."""
+        with self._download_lock:
+            key = self._downloaded.get(sn)
+            if key is not None:
+                return key
+            request = self.sign(protocol.CERT_DOWNLOAD_METHOD, protocol.cert_download_business(sn))
+            reply = self.send(request.url, request.body, request.headers)
+            leaf = protocol.read_downloaded_cert(self.config, reply.status_code, reply.content, sn)
+            self._downloaded[sn] = leaf.public_key
+            while len(self._downloaded) > MAX_DOWNLOADED_CERTS:
+                self._downloaded.popitem(last=False)
+            log.warning(
+                "Alipay rotated its certificate: downloaded %s (valid until %s), trusted "
+                "through ALIPAY_ROOT_CERT. Update ALIPAY_ALIPAY_CERT before the next deploy.",
+                sn,
+                leaf.not_after.date().isoformat() if leaf.not_after else "?",
+                extra={"alipay_cert_sn": sn},
+            )
+            return leaf.public_key
 
     def post(
         self,

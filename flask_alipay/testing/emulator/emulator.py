@@ -164,14 +164,17 @@ class AlipayEmulator:
         pems = self.app_cert_pem(app_id), self.alipay_cert_pem, self.root_cert_pem
         return write_cert_files(directory, app_id, *pems)
 
-    def rotate_alipay_cert(self, new_key: bool = False) -> str:
+    def rotate_alipay_cert(self, new_key: bool = False, *, untrusted: bool = False) -> str:
         """Issue Alipay a new certificate (a new serial, so a new SN), as Alipay does when
         it rotates; with ``new_key`` also a new key pair, which signs answers from now on.
 
         Apps still holding the old certificate then see an ``alipay_cert_sn`` they do
-        not know.  Returns the new SN.
+        not know, and ``alipay.open.app.alipaycert.download`` serves the new one (the
+        certificate followed by its intermediate, base64).  With ``untrusted`` the new
+        certificate comes from a CA outside the root bundle, so no app may trust it.
+        Returns the new SN.
         """
-        return self._keys.rotate(new_key)
+        return self._keys.rotate(new_key, untrusted)
 
     # -- set-up --------------------------------------------------------------
 
@@ -203,9 +206,12 @@ class AlipayEmulator:
         gender: str | None = None,
         province: str | None = None,
         city: str | None = None,
+        **extra: str,
     ) -> EmulatedUser:
         """Create an account.  ``id_kind`` picks the ids Alipay gives: new apps get only
-        ``open_id``, old ones ``user_id``, apps mid-migration both."""
+        ``open_id``, old ones ``user_id``, apps mid-migration both.  Other keyword
+        arguments are profile fields the app was approved for (``mobile="138..."``,
+        ``email=...``), sent by ``alipay.user.info.share``."""
         return self._state.add_user(
             key,
             id_kind=id_kind,
@@ -217,6 +223,7 @@ class AlipayEmulator:
             gender=gender,
             province=province,
             city=city,
+            extra=extra,
         )
 
     def user(self, key: str | None = None) -> EmulatedUser:

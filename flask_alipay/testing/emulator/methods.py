@@ -10,6 +10,8 @@ Methods are looked up in :data:`METHODS`; a new one is a function and a row.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from flask_alipay.protocol import (
     BEIJING,
     BODY_PARAMS,
+    CERT_DOWNLOAD_METHOD,
     CHARSETS,
     ERROR_NODE,
     QUERY_PARAMS,
@@ -30,6 +33,7 @@ from flask_alipay.protocol import (
     TOKEN_METHOD,
     USER_INFO_METHOD,
     node_name,
+    wants_profile,
     wire_charset,
 )
 from flask_alipay.signing import verify_signature
@@ -265,7 +269,7 @@ class Methods:
             return _token_refused("aop.invalid-auth-token", "无效的访问令牌")
         if grant.expired():
             return _token_refused("aop.auth-token-time-out", "访问令牌已过期")
-        if grant.scope != "auth_user":
+        if not wants_profile(grant.scope):
             return _token_refused("aop.invalid-auth-token", "无效的访问令牌")
         with self.state.lock:
             user = self.state.users[grant.user_key]
@@ -275,11 +279,33 @@ class Methods:
         data: dict[str, Any] = {"code": SUCCESS_CODE, "msg": "Success", **profile}
         return Answer(node_name(USER_INFO_METHOD), data)
 
+    # -- alipay.open.app.alipaycert.download ---------------------------------
+
+    def cert_download(self, call: Call) -> Answer:
+        """An Alipay certificate by SN, as the base64 of its PEM and its intermediate's."""
+        if self.pki is None:
+            raise _invalid("isv.invalid-method", "不存在的方法名")
+        try:
+            business = json.loads(call.params.get("biz_content") or "{}")
+        except ValueError:
+            business = None
+        sn = business.get("alipay_cert_sn") if isinstance(business, dict) else None
+        if not isinstance(sn, str) or not sn:
+            raise _missing("isv.missing-alipay-cert-sn", "缺少支付宝公钥证书序列号")
+        with self.state.lock:
+            chain = self.pki.alipay_chains.get(sn)
+        if chain is None:
+            raise _invalid("isv.alipay-cert-not-exist", "支付宝公钥证书不存在")
+        content = base64.b64encode(chain.encode("ascii")).decode("ascii")
+        data = {"code": SUCCESS_CODE, "msg": "Success", "alipay_cert_content": content}
+        return Answer(node_name(CERT_DOWNLOAD_METHOD), data)
+
 
 #: The methods the gateway serves, by name.
 METHODS: dict[str, Method] = {
     TOKEN_METHOD: Method(Methods.oauth_token),
     USER_INFO_METHOD: Method(Methods.user_info, errors_in_node=True),
+    CERT_DOWNLOAD_METHOD: Method(Methods.cert_download),
 }
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from flask import Response, request
 
-from flask_alipay.protocol import SCOPES
+from flask_alipay.protocol import is_scope_name, split_scope, wants_profile
 
 from .paths import AUTHORIZE_PATH
 from .state import ID_KINDS, EmulatedUser, IdKind, State
@@ -99,8 +99,11 @@ class Pages:
         known, _ = self.state.app_key(app_id)
         if not known:
             return f"应用不存在 / unknown app_id {app_id!r}"
-        if scope not in SCOPES:
+        scopes = split_scope(scope)
+        if not scopes or not all(is_scope_name(name) for name in scopes):
             return f"scope 无效 / scope must be auth_user or auth_base, not {scope!r}"
+        if "auth_base" in scopes and len(scopes) > 1:
+            return f"scope 无效 / auth_base is asked for alone, not in {scope!r}"
         parts = urllib.parse.urlsplit(redirect_uri)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             return "redirect_uri 无效 / redirect_uri must be an absolute http(s) URL"
@@ -119,7 +122,7 @@ class Pages:
         )
         what = (
             "获取你的头像、昵称等公开信息 / your nickname, avatar and public profile"
-            if scope == "auth_user"
+            if wants_profile(scope)
             else "获取你的支付宝账号标识 / your Alipay account id only"
         )
         action = AUTHORIZE_PATH + "?" + request.query_string.decode("latin-1")

@@ -153,14 +153,30 @@ class Pki:
         )
         self.root_bundle = self.root.pem + self.ec_root.pem
         self.root_sn = root_cert_sn(self.root_bundle)
+        #: What ``alipay.open.app.alipaycert.download`` serves, by SN: each Alipay
+        #: certificate ever issued, followed by its issuing intermediate.
+        self.alipay_chains: dict[str, str] = {}
         self.alipay = self.issue_alipay(alipay_key)
         #: The certificate Alipay issued each APPID's key, by APPID.
         self.app_certs: dict[str, Issued] = {}
 
-    def issue_alipay(self, public_key: RSAPublicKey) -> Issued:
-        """Alipay's certificate: no BasicConstraints at all, like the real one."""
+    def issue_alipay(self, public_key: RSAPublicKey, *, untrusted: bool = False) -> Issued:
+        """Alipay's certificate: no BasicConstraints at all, like the real one.
+
+        ``untrusted`` issues it from a stranger's CA outside the root bundle, as a
+        forged download would be.
+        """
         subject = _x509_name(f"支付宝(中国)网络技术有限公司-{_PARTNER_ID}", "Alipay", _CA_ORG)
-        return self._issue_leaf(subject, public_key, ca=None)
+        if untrusted:
+            stranger = new_rsa_key()
+            name = _ca_name("Emulated Ant Financial Certification Authority Class 2 R1")
+            ca = _issue(name, stranger.public_key(), name, stranger, days=_CA_DAYS, ca=True)
+            issued = _issue(subject, public_key, name, stranger, days=_LEAF_DAYS, ca=None)
+            self.alipay_chains[issued.sn] = issued.pem + ca.pem
+            return issued
+        issued = self._issue_leaf(subject, public_key, ca=None)
+        self.alipay_chains[issued.sn] = issued.pem + self.intermediate.pem
+        return issued
 
     def issue_app(self, app_id: str, public_key: RSAPublicKey) -> Issued:
         """An app's certificate (``appCertPublicKey_<APPID>.crt``): a leaf with ca=False."""
@@ -234,14 +250,20 @@ class AlipayKeys:
         with self._lock:
             return self.private_key, self.pki.alipay.sn if self.pki is not None else None
 
-    def rotate(self, new_key: bool) -> str:
+    def rotate(self, new_key: bool, untrusted: bool = False) -> str:
         """A new Alipay certificate (a new SN), and with ``new_key`` a new signing key."""
         pki = self.certs()
         with self._lock:
             if new_key:
                 self.private_key = new_rsa_key()
-            pki.alipay = pki.issue_alipay(self.private_key.public_key())
+            pki.alipay = pki.issue_alipay(self.private_key.public_key(), untrusted=untrusted)
             return pki.alipay.sn
+
+    def alipay_chain(self, sn: str) -> str | None:
+        """The PEM chain served for an Alipay certificate SN, or None if none has it."""
+        pki = self.certs()
+        with self._lock:
+            return pki.alipay_chains.get(sn)
 
     def other_key(self) -> RSAPrivateKey:
         """A key that is not Alipay's, made on first use: key generation is slow."""

@@ -74,6 +74,9 @@ class EmulatedUser:
     gender: str | None = None
     province: str | None = None
     city: str | None = None
+    #: Fields an app is approved for beyond the basic profile: ``mobile``, ``email``,
+    #: ``user_name``, ``cert_type``...  Sent in ``alipay.user.info.share`` as given.
+    extra: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def identity(self) -> dict[str, str]:
         """The ids Alipay puts in the token answer."""
@@ -91,7 +94,8 @@ class EmulatedUser:
             "province": self.province,
             "user_id": self.user_id,
         }
-        return {name: value for name, value in fields.items() if value is not None}
+        kept = {name: value for name, value in fields.items() if value is not None}
+        return {**kept, **self.extra}
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,7 @@ class State:
         gender: str | None = None,
         province: str | None = None,
         city: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> EmulatedUser:
         """Create an account, making up what was left to :data:`AUTO`."""
         with self.lock:
@@ -210,6 +215,7 @@ class State:
                 gender=gender,
                 province=province,
                 city=city,
+                extra=dict(extra or {}),
             )
             self.users[key] = user
             return user
