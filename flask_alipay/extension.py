@@ -77,6 +77,9 @@ class AlipayLogin:
         try:
             config = load_config(app.config, self.config_prefix)
             _require_secret_key(app)
+            problem = personal_fields_problem(app, config, self.config_prefix)
+            if problem:
+                raise AlipayConfigError(problem)
         except AlipayConfigError:
             if DIAGNOSING.get():
                 return  # `flask alipay check` reports every problem itself
@@ -269,15 +272,34 @@ def _require_secret_key(app: Flask) -> None:
         raise AlipayConfigError(problem)
 
 
+#: Profile fields that identify a person beyond the account: never in a cookie.
+PERSONAL_FIELDS = frozenset({"mobile", "email", "cert_no", "cert_type", "user_name", "phone"})
+
+
+def personal_fields_problem(app: Flask, config: AlipayConfig, prefix: str) -> str | None:
+    """Why ALIPAY_SESSION_FIELDS would put personal data in the readable cookie, or None."""
+    personal = sorted(PERSONAL_FIELDS.intersection(config.session_fields))
+    if personal and _cookie_sessions(app):
+        return (
+            f"{prefix}SESSION_FIELDS keeps {', '.join(personal)} in Flask's session cookie, "
+            "which the browser can read. Keep such fields in your database from the "
+            "user_logged_in signal, or use server-side sessions (Flask-Session)."
+        )
+    return None
+
+
+def _cookie_sessions(app: Flask) -> bool:
+    server_side = app.config.get("SESSION_TYPE") not in (None, "", "null")
+    return isinstance(app.session_interface, SecureCookieSessionInterface) and not server_side
+
+
 def secret_key_problem(app: Flask) -> str | None:
     """Why the session cannot hold pending sign-ins, or None.
 
     Only Flask's cookie sessions need SECRET_KEY.  Flask-Session may install its
     interface after init_app, so its ``SESSION_TYPE`` setting counts as well.
     """
-    server_side = app.config.get("SESSION_TYPE") not in (None, "", "null")
-    cookie_sessions = isinstance(app.session_interface, SecureCookieSessionInterface)
-    if cookie_sessions and not server_side and not app.secret_key:
+    if _cookie_sessions(app) and not app.secret_key:
         return (
             "SECRET_KEY is not set: the sign-in state lives in Flask's signed "
             "session cookie. Set app.config['SECRET_KEY'] to a long random value."

@@ -9,10 +9,7 @@ from, are in ``docs/protocol.md``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import json
 import re
 import time
 from collections.abc import Mapping
@@ -23,7 +20,6 @@ from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from .certs import CertificateError, LeafCertificate, trusted_leaf
 from .errors import (
     AlipayError,
     AlipayRefused,
@@ -49,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BEIJING",
     "BODY_PARAMS",
-    "CERT_DOWNLOAD_METHOD",
     "CERT_PARAMS",
     "CHARSETS",
     "COMMON_PARAMS",
@@ -69,13 +64,11 @@ __all__ = [
     "alipay_error",
     "answer_key",
     "beijing_timestamp",
-    "cert_download_business",
     "is_scope_name",
     "node_name",
     "normalise_token",
     "parse",
     "read_answer",
-    "read_downloaded_cert",
     "signed_request",
     "split_scope",
     "verify",
@@ -85,8 +78,6 @@ __all__ = [
 
 TOKEN_METHOD = "alipay.system.oauth.token"
 USER_INFO_METHOD = "alipay.user.info.share"
-#: Certificate mode: fetch the Alipay certificate an answer names (after a rotation).
-CERT_DOWNLOAD_METHOD = "alipay.open.app.alipaycert.download"
 
 #: ``auth_user`` shows a consent page and allows the profile call; ``auth_base`` is
 #: silent.  The others are the further scopes Alipay's authorization docs list, asked
@@ -234,6 +225,9 @@ def signed_request(
 
 # Answers -------------------------------------------------------------------------
 
+#: An SN is an MD5 in hex; anything else in ``alipay_cert_sn`` is never downloaded.
+_CERT_SN = re.compile(r"[0-9a-f]{32}")
+
 
 def parse(cfg: AlipayConfig, method: str, status: int, body: bytes) -> SignedAnswer:
     """Find the signed node of an answer, or raise MalformedAnswer.
@@ -337,54 +331,6 @@ def read_answer(
     if is_error(answer):
         raise alipay_error(answer.data)
     return answer.data
-
-
-#: An SN is an MD5 in hex; anything else in ``alipay_cert_sn`` is never downloaded.
-_CERT_SN = re.compile(r"[0-9a-f]{32}")
-
-
-def cert_download_business(sn: str) -> dict[str, str]:
-    """The business parameters of ``alipay.open.app.alipaycert.download`` for one SN."""
-    return {"biz_content": json.dumps({"alipay_cert_sn": sn}, separators=(",", ":"))}
-
-
-def read_downloaded_cert(
-    cfg: AlipayConfig, status: int, body: bytes, sn: str, now: datetime | None = None
-) -> LeafCertificate:
-    """The certificate ``sn`` from a download answer, trusted only if it chains to
-    ``ALIPAY_ROOT_CERT``; raises CertificateRotated saying what failed.
-
-    The answer is signed under the new SN itself, so it is verified with the
-    downloaded certificate, and only once the chain check has passed.
-    """
-    try:
-        answer = parse(cfg, CERT_DOWNLOAD_METHOD, status, body)
-    except MalformedAnswer as error:
-        raise CertificateRotated(
-            f"Alipay's new certificate could not be downloaded: {error}"
-        ) from None
-    if is_error(answer):
-        refused = alipay_error(answer.data)
-        raise CertificateRotated(
-            "Alipay refused to send its new certificate.",
-            code=refused.code,
-            sub_code=refused.sub_code,
-            sub_msg=refused.sub_msg,
-        )
-    content = answer.data.get("alipay_cert_content")
-    try:
-        pem = base64.b64decode(str(content or ""), validate=True)
-        leaf = trusted_leaf(pem, cfg.root_certs, now)
-    except (binascii.Error, ValueError) as error:
-        reason = error if isinstance(error, CertificateError) else "it is not base64"
-        raise CertificateRotated(f"Alipay's downloaded certificate is refused: {reason}.") from None
-    if leaf.sn != sn or answer.cert_sn != sn:
-        raise CertificateRotated("Alipay's downloaded certificate is not the one the answer named.")
-    try:
-        verify(cfg, answer, leaf.public_key)
-    except UnverifiedAnswer:
-        raise CertificateRotated("Alipay's certificate download answer did not verify.") from None
-    return leaf
 
 
 def alipay_error(data: Mapping[str, Any]) -> AlipayError:

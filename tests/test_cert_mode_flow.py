@@ -24,7 +24,7 @@ from support.site import build_site
 
 from flask_alipay import AlipayError, login_failed, user_logged_in
 from flask_alipay.gateway import MAX_DOWNLOADED_CERTS
-from flask_alipay.protocol import CERT_DOWNLOAD_METHOD
+from flask_alipay.rotation import CERT_DOWNLOAD_METHOD
 from flask_alipay.testing import AlipayEmulator
 
 

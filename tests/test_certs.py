@@ -19,8 +19,10 @@ from flask_alipay.certs import (
     CertificateError,
     cert_sn,
     leaf_certificates,
+    load_roots,
     pem_blocks,
     root_cert_sn,
+    trusted_leaf,
 )
 from flask_alipay.config import load_config
 
@@ -140,3 +142,103 @@ def self_signed(key: rsa.RSAPrivateKey) -> str:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+# A downloaded certificate: the chain check of the official Java SDK ------------------
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _cert(
+    subject: str,
+    key: rsa.RSAPrivateKey,
+    issuer: str,
+    issuer_key: rsa.RSAPrivateKey,
+    *,
+    days: tuple[int, int] = (-1, 365),
+) -> x509.Certificate:
+    now = datetime.now(timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + timedelta(days=days[0]))
+        .not_valid_after(now + timedelta(days=days[1]))
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def _pem(*certs: x509.Certificate) -> bytes:
+    return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certs)
+
+
+@pytest.fixture(scope="module")
+def pki() -> dict[str, Any]:
+    keys = {name: rsa.generate_private_key(65537, 2048) for name in ("root", "ca", "leaf", "evil")}
+    root = _cert("Root", keys["root"], "Root", keys["root"], days=(-1, 3650))
+    ca = _cert("Class 2 R1", keys["ca"], "Root", keys["root"], days=(-1, 3650))
+    leaf = _cert("Alipay", keys["leaf"], "Class 2 R1", keys["ca"])
+    return {"keys": keys, "root": root, "ca": ca, "leaf": leaf, "roots": load_roots(_pem(root))}
+
+
+def test_a_leaf_and_its_intermediate_chain_to_the_root(pki: dict[str, Any]) -> None:
+    leaf = trusted_leaf(_pem(pki["leaf"], pki["ca"]), pki["roots"])
+    assert leaf.sn == cert_sn(pki["leaf"].public_bytes(serialization.Encoding.DER))
+    assert leaf.public_key.public_numbers() == pki["keys"]["leaf"].public_key().public_numbers()
+    assert leaf.not_after == pki["leaf"].not_valid_after_utc
+    # In either order, as the Java SDK sorts by DN.
+    assert trusted_leaf(_pem(pki["ca"], pki["leaf"]), pki["roots"]).sn == leaf.sn
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda p: _pem(p["leaf"]), "not issued by ALIPAY_ROOT_CERT"),
+        (
+            lambda p: _pem(
+                p["leaf"], _cert("Class 2 R1", p["keys"]["evil"], "Root", p["keys"]["evil"])
+            ),
+            "does not verify",
+        ),
+        (
+            lambda p: _pem(
+                _cert("Alipay", p["keys"]["leaf"], "Class 2 R1", p["keys"]["evil"]), p["ca"]
+            ),
+            "does not verify",
+        ),
+        (
+            lambda p: _pem(
+                _cert("Alipay", p["keys"]["leaf"], "Class 2 R1", p["keys"]["ca"], days=(-9, -1)),
+                p["ca"],
+            ),
+            "expired or not yet valid",
+        ),
+        (
+            lambda p: _pem(
+                p["leaf"], p["ca"], _cert("Other", p["keys"]["evil"], "Root", p["keys"]["root"])
+            ),
+            "not one complete chain",
+        ),
+        (lambda p: b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "read"),
+    ],
+    ids=["no-intermediate", "forged-intermediate", "forged-leaf", "expired", "extra", "junk"],
+)
+def test_a_chain_that_the_root_does_not_vouch_for_is_refused(
+    pki: dict[str, Any], build: Any, message: str
+) -> None:
+    with pytest.raises(CertificateError, match=message):
+        trusted_leaf(build(pki), pki["roots"])
+
+
+def test_alipays_real_certificate_needs_its_intermediate(vectors: dict[str, Any]) -> None:
+    """The real bundle lacks the Class 2 R1 CA: a download must bring it along."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        roots = load_roots((VECTORS / "alipayRootCert.crt").read_bytes())
+    assert roots
+    with pytest.raises(CertificateError, match="not issued by ALIPAY_ROOT_CERT"):
+        trusted_leaf((VECTORS / "alipayCertPublicKey_RSA2.crt").read_bytes(), roots)

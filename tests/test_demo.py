@@ -181,7 +181,9 @@ def test_remember_me_after_a_browser_restart_then_logout(demo: Flask, client: Fl
     assert client.get("/profile").status_code == 302
 
 
-def test_user_id_user_without_avatar_or_nickname(demo: Flask, client: FlaskClient) -> None:
+def test_user_id_user_without_avatar_or_nickname(make_demo: Callable[..., Flask]) -> None:
+    demo = make_demo(ALIPAY_ID_FIELD="user_id")  # an app from before the OpenID migration
+    client = demo.test_client()
     legacy = emulator_of(demo).add_user("legacy", id_kind="user_id", nick_name=None, avatar=None)
     sign_in(client, user="legacy")
     [row] = accounts(demo)

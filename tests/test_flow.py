@@ -162,20 +162,6 @@ def test_sign_types_and_charsets_with_chinese_nicknames(
     assert {r.query["sign_type"] for r in alipay_emulator.requests} == {sign_type}
 
 
-@pytest.mark.parametrize("kind", ["open_id", "user_id", "both"])
-def test_identity_prefers_open_id(
-    alipay_sign_in: SignIn, client: FlaskClient, alipay_emulator: AlipayEmulator, kind: str
-) -> None:
-    account = alipay_emulator.add_user("who", id_kind=kind)  # type: ignore[arg-type]
-    with received(user_logged_in) as logins:
-        alipay_sign_in(client, "who")
-    user = logins[0]["user"]
-    assert user.id == (account.open_id or account.user_id)
-    assert user.id_kind == ("user_id" if kind == "user_id" else "open_id")
-    if kind == "both":
-        assert user["user_id"] == account.user_id
-
-
 def test_union_id_is_kept(
     alipay_sign_in: SignIn, client: FlaskClient, alipay_emulator: AlipayEmulator
 ) -> None:

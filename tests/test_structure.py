@@ -12,6 +12,7 @@ PACKAGE = ROOT / "flask_alipay"
 #: The layers under the views: they are handed what they need.
 BELOW_THE_VIEWS = [
     "protocol",
+    "rotation",
     "gateway/__init__",
     "gateway/deadline",
     "oauth",

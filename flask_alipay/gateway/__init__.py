@@ -27,7 +27,7 @@ import requests
 import urllib3
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from .. import protocol
+from .. import protocol, rotation
 from ..config import AlipayConfig
 from ..errors import (
     AlipayError,
@@ -145,9 +145,9 @@ class Gateway:
             key = self._downloaded.get(sn)
             if key is not None:
                 return key
-            request = self.sign(protocol.CERT_DOWNLOAD_METHOD, protocol.cert_download_business(sn))
+            request = self.sign(rotation.CERT_DOWNLOAD_METHOD, rotation.cert_download_business(sn))
             reply = self.send(request.url, request.body, request.headers)
-            leaf = protocol.read_downloaded_cert(self.config, reply.status_code, reply.content, sn)
+            leaf = rotation.read_downloaded_cert(self.config, reply.status_code, reply.content, sn)
             self._downloaded[sn] = leaf.public_key
             while len(self._downloaded) > MAX_DOWNLOADED_CERTS:
                 self._downloaded.popitem(last=False)

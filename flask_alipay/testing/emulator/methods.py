@@ -10,8 +10,6 @@ Methods are looked up in :data:`METHODS`; a new one is a function and a row.
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from flask_alipay.protocol import (
     BEIJING,
     BODY_PARAMS,
-    CERT_DOWNLOAD_METHOD,
     CHARSETS,
     ERROR_NODE,
     QUERY_PARAMS,
@@ -279,33 +276,11 @@ class Methods:
         data: dict[str, Any] = {"code": SUCCESS_CODE, "msg": "Success", **profile}
         return Answer(node_name(USER_INFO_METHOD), data)
 
-    # -- alipay.open.app.alipaycert.download ---------------------------------
-
-    def cert_download(self, call: Call) -> Answer:
-        """An Alipay certificate by SN, as the base64 of its PEM and its intermediate's."""
-        if self.pki is None:
-            raise _invalid("isv.invalid-method", "不存在的方法名")
-        try:
-            business = json.loads(call.params.get("biz_content") or "{}")
-        except ValueError:
-            business = None
-        sn = business.get("alipay_cert_sn") if isinstance(business, dict) else None
-        if not isinstance(sn, str) or not sn:
-            raise _missing("isv.missing-alipay-cert-sn", "缺少支付宝公钥证书序列号")
-        with self.state.lock:
-            chain = self.pki.alipay_chains.get(sn)
-        if chain is None:
-            raise _invalid("isv.alipay-cert-not-exist", "支付宝公钥证书不存在")
-        content = base64.b64encode(chain.encode("ascii")).decode("ascii")
-        data = {"code": SUCCESS_CODE, "msg": "Success", "alipay_cert_content": content}
-        return Answer(node_name(CERT_DOWNLOAD_METHOD), data)
-
 
 #: The methods the gateway serves, by name.
 METHODS: dict[str, Method] = {
     TOKEN_METHOD: Method(Methods.oauth_token),
     USER_INFO_METHOD: Method(Methods.user_info, errors_in_node=True),
-    CERT_DOWNLOAD_METHOD: Method(Methods.cert_download),
 }
 
 
@@ -401,3 +376,9 @@ def _check_signature(
             "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配，"
             f"网关生成的验签字符串为：{record.string_to_sign}",
         )
+
+
+# The open platform's methods beyond sign-in live in their own module.
+from . import platform as _platform  # noqa: E402
+
+METHODS.update(_platform.METHODS)

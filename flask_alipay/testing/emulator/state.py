@@ -55,7 +55,7 @@ def _new_user_id() -> str:
     return "2088" + "".join(secrets.choice(string.digits) for _ in range(12))
 
 
-def _new_open_id() -> str:
+def new_open_id() -> str:
     """A made-up ``open_id``: 47 characters starting with 0, like Alipay's."""
     return "0" + "".join(secrets.choice(_ALNUM) for _ in range(46))
 
@@ -204,7 +204,7 @@ class State:
             if id_kind in ("user_id", "both"):
                 user_id = user_id or _new_user_id()
             if id_kind in ("open_id", "both"):
-                open_id = open_id or _new_open_id()
+                open_id = open_id or new_open_id()
             user = EmulatedUser(
                 key=key,
                 user_id=user_id,
