@@ -68,3 +68,13 @@ def test_nothing_refers_outside_the_repository() -> None:
     tracked = [*PACKAGE.rglob("*.py"), *(ROOT / "docs").glob("*.md"), ROOT / "README.md"]
     offenders = [p.name for p in tracked if "../shared" in p.read_text(encoding="utf-8")]
     assert not offenders
+
+
+def test_readmes_layout_names_every_module() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1]
+    modules = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"] + [
+        p.name + "/" for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"
+    ]
+    missing = [name for name in modules if name not in layout]
+    assert not missing
