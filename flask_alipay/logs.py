@@ -12,7 +12,7 @@ import re
 
 from .errors import AlipayError, redact
 
-__all__ = ["RedactingFilter", "log", "log_failure", "printable"]
+__all__ = ["REDACTED_LOGGERS", "RedactingFilter", "log", "log_failure", "printable"]
 
 log = logging.getLogger("flask_alipay")
 
@@ -30,9 +30,11 @@ def printable(value: object) -> str:
 class RedactingFilter(logging.Filter):
     """Hide secrets in other libraries' log lines.
 
-    Werkzeug's access log shows the callback's ``auth_code``.  flask_alipay puts no
-    secret in any URL it requests, so urllib3's lines carry none; the filter sits
-    on urllib3 too, as a second line of defence.
+    Werkzeug's and gunicorn's access logs show the callback's ``auth_code``
+    (spent by then, but policy may forbid it).  flask_alipay puts no secret in any
+    URL it requests, so urllib3's lines carry none; the filter sits on urllib3
+    too, as a second line of defence.  Servers that log outside Python (uWSGI,
+    nginx) need their own mask: docs/deployment.md shows it.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -44,7 +46,9 @@ class RedactingFilter(logging.Filter):
 
 
 _REDACTING_FILTER = RedactingFilter()
-for _name in ("werkzeug", "urllib3.connectionpool", "urllib3.connection"):
+#: Loggers whose lines quote URLs: access logs, and the HTTP client's own.
+REDACTED_LOGGERS = ("werkzeug", "gunicorn.access", "urllib3.connectionpool", "urllib3.connection")
+for _name in REDACTED_LOGGERS:
     logging.getLogger(_name).addFilter(_REDACTING_FILTER)
 
 

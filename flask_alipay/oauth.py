@@ -18,6 +18,7 @@ Nothing here touches Flask's request globals: the views pass the session in.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -52,6 +53,8 @@ PENDING_BYTES = 2000
 STATE_TTL = 600
 #: Longer auth codes are refused before they reach the gateway.
 MAX_CODE_LENGTH = 256
+#: What an auth_code may hold: Alipay's are hex or alphanumeric, with at most - and _.
+_CODE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_CODE_LENGTH}}}")
 
 
 class _VerifiedToken:
@@ -251,6 +254,10 @@ def callback_code(args: Mapping[str, str], app_id: str) -> str:
     if echoed is not None and echoed != app_id:
         raise AppIdMismatch("The callback is for another Alipay app.")
     auth_code = args.get("auth_code", "")
-    if not auth_code or len(auth_code) > MAX_CODE_LENGTH:
+    if not auth_code:
         raise SignInCancelled("Alipay did not return an auth_code: the sign-in was cancelled.")
+    if not _CODE.fullmatch(auth_code):
+        # Alipay's codes are short and alphanumeric; anything else is not Alipay's, and
+        # never reaches the gateway or a log line.
+        raise SignInCancelled("The callback's auth_code is not one Alipay issues.")
     return auth_code

@@ -560,17 +560,18 @@ def cookie_bytes(client: FlaskClient) -> int:
     return 0 if cookie is None else len("session=") + len(cookie.value)
 
 
-def chinese(length: int) -> str:
-    """Distinct characters that zlib cannot squeeze; 6 bytes each as the session stores them."""
-    return "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(length))
+def chinese(length: int, seed: int = 0) -> str:
+    """Characters that zlib cannot squeeze, 6 bytes each as the session stores them; each
+    seed gives another string, so repeats across values cannot be squeezed either."""
+    return "".join(chr(0x4E00 + (n * 7919 + seed * 104729) % 20000) for n in range(length))
 
 
 @pytest.mark.parametrize("length", [80, 500], ids=["just-under-the-bound", "over-the-bound"])
 def test_long_chinese_next_values_cannot_crowd_out_a_sign_in(
     alipay_sign_in: SignIn, client: FlaskClient, length: int
 ) -> None:
-    planted = "/商品/" + chinese(length)
-    for _ in range(12):  # navigations an attacker drives in the victim's browser
+    for n in range(12):  # navigations an attacker drives in the victim's browser
+        planted = "/商品/" + chinese(length, seed=n + 1)
         assert client.get("/alipay/login", query_string={"next": planted}).status_code == 302
         assert cookie_bytes(client) < 4000  # past 4 KB a browser drops the whole cookie
     response = alipay_sign_in(client, next="/private")

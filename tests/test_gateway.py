@@ -136,6 +136,23 @@ def test_a_gateway_that_never_answers_is_a_504(make_site: Callable[..., Flask]) 
     assert isinstance(error, GatewayTimedOut)
 
 
+def test_a_gateway_cannot_plant_cookies(make_site: Callable[..., Flask]) -> None:
+    """The gateway session lives as long as the process: no jar may grow in it."""
+    cookies = [f"Set-Cookie: c{n}={'x' * 1000}; Path=/" for n in range(50)]
+
+    def planting(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(head("200 OK", *cookies, "Content-Length: 2", "Connection: close") + b"{}")
+
+    with raw_server(planting) as (gateway, received):
+        site = make_site(ALIPAY_GATEWAY_URL=gateway)
+        for _ in range(3):
+            assert isinstance(failure(site), MalformedAnswer)
+    assert len(received) == 3
+    assert not [request for request in received if b"\r\ncookie:" in request.lower()]
+    with site.app_context():
+        assert len(site.extensions["alipay"].gateway.http.cookies) == 0
+
+
 # Bounded bytes --------------------------------------------------------------------------
 
 

@@ -83,7 +83,9 @@ def test_a_stray_byte_outside_the_node_leaves_the_signed_nickname_alone(
     config: AlipayConfig, alipay_key: rsa.RSAPrivateKey
 ) -> None:
     content = SIGNED.encode()
-    stray = b'},"padding":"\xff"'  # not utf-8, outside what was signed
+    # Outside what was signed: a valid GBK character (啊) that is not utf-8.  Reading the
+    # whole answer as GBK would turn the signed 小明 into 灏忔槑.
+    stray = b'},"padding":"\xb0\xa1"'
     body = b'{"' + NODE + b'":' + content + stray[1:] + b',"sign":"'
     body += sign(content, alipay_key) + b'"}'
     assert read(config, body)["nick_name"] == "小明"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,9 +16,10 @@ from flask import Flask
 from support.browser import authorize, finish, query_of, start_login
 from support.keys import pem_body, pem_private
 from support.raw_http import raw_server
-from support.site import serving
+from support.site import build_site, serving
 
 from flask_alipay import AlipayError, login_failed, user_logged_in
+from flask_alipay.logs import RedactingFilter
 from flask_alipay.testing import AlipayEmulator
 
 
@@ -221,6 +223,7 @@ def test_no_logger_at_any_level_sees_a_token_or_code(
     alipay_emulator: AlipayEmulator,
     seen: Seen,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A real server, a profile answer with a malformed header line, every logger at DEBUG."""
     assert alipay_emulator.server is not None
@@ -244,7 +247,15 @@ def test_no_logger_at_any_level_sees_a_token_or_code(
         )
 
     for name in [*logging.root.manager.loggerDict, "urllib3.connection"]:
-        logging.getLogger(name).setLevel(logging.NOTSET)  # let everything reach the root
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "level", logging.NOTSET)  # let everything reach the root
+    # The redacting filter on urllib3 is a second line of defence; the first is that no
+    # token is ever in a URL, and that is what this test holds us to.
+    for name in ("urllib3.connectionpool", "urllib3.connection"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(
+            logger, "filters", [f for f in logger.filters if not isinstance(f, RedactingFilter)]
+        )
     tokens: list[str] = []
 
     def on_login(sender: Any, token: dict[str, Any], **kwargs: Any) -> None:
@@ -264,7 +275,12 @@ def test_no_logger_at_any_level_sees_a_token_or_code(
     names = {record.name for record in caplog.records}
     assert "werkzeug" in names  # the access log, with the callback URL in it
     assert any("Failed to parse headers" in r.getMessage() for r in caplog.records)
-    _collect(seen, caplog, [])
+    # What the test's own browser logged (urllib3 quoting the callback URL it fetched) is
+    # the browser's, not the site's: only records from the site's and gateway's threads count.
+    browser = threading.get_ident()
+    for record in caplog.records:
+        if record.thread != browser:
+            seen.add(record.getMessage(), record.exc_text or "")
     seen.assert_free_of(*tokens, query_of(callback)["auth_code"])
 
 
@@ -283,3 +299,64 @@ def test_what_alipay_sends_cannot_forge_a_log_line(
     assert "\n" not in line and "\r" not in line and "\u2028" not in line
     assert "\\n" in line and "\\r\\n" in line  # still readable, as escapes
     assert "授权码无效" in line  # Chinese stays as it is
+
+
+def test_what_the_browser_sends_cannot_forge_a_log_line(
+    client: Any, alipay_emulator: AlipayEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An auth_code that is not Alipay's never reaches the gateway or a log line."""
+    caplog.set_level(logging.DEBUG)
+    callback = authorize(start_login(client))
+    forged = callback.replace("auth_code=", "auth_code=zz%0ACRITICAL+flask_alipay%3A+forged")
+    assert finish(client, forged).status_code == 400
+    assert not [r for r in alipay_emulator.requests if r.method == "alipay.system.oauth.token"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("sign-in failed" in message for message in messages)
+    assert not [message for message in messages if "\n" in message or "forged" in message]
+
+
+def test_what_a_site_signs_is_logged_on_one_line(
+    site: Flask, alipay_emulator: AlipayEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The DEBUG string to sign holds business values a site passes on: escaped."""
+    caplog.set_level(logging.DEBUG, logger="flask_alipay")
+    with site.app_context(), pytest.raises(AlipayError):
+        site.extensions["alipay"].call(
+            "alipay.user.certify.open.query", note="a\nCRITICAL flask_alipay: forged"
+        )
+    (line,) = [r.getMessage() for r in caplog.records if "string to sign" in r.getMessage()]
+    assert "\n" not in line and "\\n" in line
+
+
+def test_an_alipay_cert_sn_cannot_forge_a_log_line(
+    app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Certificate mode: the answer's alipay_cert_sn is quoted in the failure line."""
+    emulator = AlipayEmulator(
+        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, cert_mode=True
+    )
+    forged = (
+        b'{"alipay_system_oauth_token_response":{"access_token":"x"},'
+        b'"alipay_cert_sn":"0a\\nCRITICAL flask_alipay: forged","sign":"AAAA"}'
+    )
+
+    def gateway(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html;charset=utf-8\r\n"
+            + f"Content-Length: {len(forged)}\r\nConnection: close\r\n\r\n".encode()
+            + forged
+        )
+
+    caplog.set_level(logging.WARNING, logger="flask_alipay")
+    with emulator.serve(), raw_server(gateway) as (url, _):
+        site = build_site(
+            {
+                **emulator.config(),
+                "ALIPAY_PRIVATE_KEY": pem_private(app_key),
+                "ALIPAY_GATEWAY_URL": url,
+            }
+        )
+        client = site.test_client()
+        assert finish(client, authorize(start_login(client))).status_code == 502
+    (line,) = [r.getMessage() for r in caplog.records if "sign-in failed" in r.getMessage()]
+    assert "\n" not in line and "0a\\nCRITICAL" in line

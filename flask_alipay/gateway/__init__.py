@@ -19,7 +19,8 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -36,6 +37,7 @@ from ..errors import (
     GatewayUnreachable,
     MalformedAnswer,
 )
+from ..logs import printable
 from .deadline import Watch, WatchedAdapter, deadline
 
 __all__ = ["MAX_ANSWER_BYTES", "Gateway", "GatewayReply"]
@@ -57,7 +59,8 @@ class GatewayReply:
     """What came back: the HTTP status and the whole body, already bounded."""
 
     status_code: int
-    content: bytes
+    #: A token answer's body holds the tokens: never in a repr.
+    content: bytes = field(repr=False)
 
 
 class _ClientAuth(Protocol):
@@ -80,6 +83,9 @@ class Gateway:
         self.http = _NoRedirectSession()
         self.http.headers["User-Agent"] = "Flask-Alipay-Login"
         self.http.headers["Accept-Encoding"] = _ACCEPT_ENCODING
+        # The gateway needs no cookies; a hostile one must not grow a jar that lives
+        # as long as the process and is sent back on every call.
+        self.http.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         adapter = WatchedAdapter()
         self.http.mount("https://", adapter)
         self.http.mount("http://", adapter)
@@ -104,7 +110,8 @@ class Gateway:
         """A signed request for ``method``; its string to sign is logged at DEBUG, redacted."""
         request = protocol.signed_request(self.config, method, business, auth_token=auth_token)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("string to sign for %s: %s", method, request.redacted_text)
+            # The text holds what the browser sent (the auth_code): one escaped line.
+            log.debug("string to sign for %s: %s", method, printable(request.redacted_text))
         return request
 
     def call(
