@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +20,7 @@ from flask import Flask
 from support.browser import authorize, finish, query_of, start_login
 from support.keys import pem_body, pem_private
 from support.raw_http import raw_server
+from support.servers import free_port
 from support.site import build_site, serving
 
 from flask_alipay import AlipayError, login_failed, user_logged_in
@@ -360,3 +365,61 @@ def test_an_alipay_cert_sn_cannot_forge_a_log_line(
         assert finish(client, authorize(start_login(client))).status_code == 502
     (line,) = [r.getMessage() for r in caplog.records if "sign-in failed" in r.getMessage()]
     assert "\n" not in line and "0a\\nCRITICAL" in line
+
+
+GUNICORN_APP = """
+import flask_alipay  # its import puts the redacting filter on the access loggers
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/alipay/callback")
+def callback():
+    return "spent", 400
+"""
+
+
+def test_gunicorns_access_log_hides_the_auth_code(tmp_path: Path) -> None:
+    """A real gunicorn, its access log to a file: the callback's code is masked there."""
+    (tmp_path / "siteapp.py").write_text(GUNICORN_APP, encoding="utf-8")
+    access_log = tmp_path / "access.log"
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--access-logfile",
+            str(access_log),
+            "siteapp:app",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    code = "4b203fe6c11548bcabd8da5bb087a83b"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = requests.get(
+                    f"http://127.0.0.1:{port}/alipay/callback",
+                    params={"auth_code": code, "state": "s"},
+                    timeout=5,
+                )
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    logged = access_log.read_text(encoding="utf-8")
+    assert "/alipay/callback?auth_code=***&state=s" in logged
+    assert code not in logged
