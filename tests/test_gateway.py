@@ -25,6 +25,7 @@ from support.site import serving
 
 from flask_alipay import AlipayError, GatewayTimedOut, MalformedAnswer
 from flask_alipay.gateway import MAX_ANSWER_BYTES
+from flask_alipay.gateway.deadline import Watch
 from flask_alipay.protocol import USER_INFO_METHOD, beijing_timestamp
 from flask_alipay.testing import AlipayEmulator
 
@@ -268,3 +269,17 @@ def test_compressed_answers_are_read_and_verified(
 def test_beijing_timestamp_whatever_the_zone() -> None:
     moment = datetime(2024, 1, 31, 20, 5, 9, tzinfo=timezone.utc)
     assert beijing_timestamp(moment) == "2024-02-01 04:05:09"
+
+
+def test_a_watchdog_that_comes_late_leaves_an_ended_calls_socket_alone() -> None:
+    """The race: the deadline passes just as the call ends and its socket goes back to the
+    pool; cutting it then would fail the next call on that connection."""
+    left, right = socket.socketpair()
+    with left, right:
+        watch = Watch(time.monotonic())
+        watch.add(left)
+        watch.end()
+        watch.fire()
+        right.sendall(b"x")
+        assert left.recv(1) == b"x"  # a cut socket would read b""
+        assert not watch.fired

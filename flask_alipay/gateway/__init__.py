@@ -212,6 +212,11 @@ class Gateway:
                 failure = error
             except _TRANSPORT_ERRORS as error:
                 failure = _transport_failure(error, watch)
+        if watch.fired:
+            # The watchdog cut this call's sockets, and one may be back in the pool by
+            # now: start the next call on fresh connections.
+            for adapter in self.http.adapters.values():
+                adapter.close()
         if failure is not None:
             raise failure
         return GatewayReply(response.status_code, content)

@@ -33,6 +33,7 @@ class Watch:
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.fired = False
+        self._ended = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
 
@@ -54,10 +55,18 @@ class Watch:
 
     def fire(self) -> None:
         with self._lock:
+            if self._ended:
+                return  # the call ended in time; its sockets are back in the pool
             self.fired = True
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             _cut(sock)
+
+    def end(self) -> None:
+        """The call is over: a watchdog that comes late must not cut a pooled socket."""
+        with self._lock:
+            self._ended = True
+            self._sockets = []
 
 
 def _cut(sock: socket.socket) -> None:
@@ -123,6 +132,7 @@ def deadline(seconds: float) -> Iterator[Watch]:
     try:
         yield watch
     finally:
+        watch.end()
         _CURRENT.reset(token)
         _WATCHDOG.end(ticket)
 
