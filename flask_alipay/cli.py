@@ -122,18 +122,17 @@ def check(ctx: click.Context, live: bool, name: str) -> None:
             f"the app has no AlipayLogin named {name!r}: call AlipayLogin(app) in it."
         )
     with app.app_context():
-        loaded, findings = doctor.examine(app, ext)
-        if loaded is not None:
-            click.echo(
-                "Callback URL to register as 授权回调地址: " + doctor.callback_url(app, ext, loaded)
-            )
+        report = doctor.examine(app, ext)
+        findings = report.findings
         if live:
-            if loaded is None or any(f.level == "error" for f in findings):
+            if report.config is None or any(f.level == "error" for f in findings):
                 findings.append(
                     doctor.Finding("error", "Live check skipped: fix the errors above first.")
                 )
             else:
-                findings.append(doctor.probe(loaded))
+                findings.append(doctor.gateway_finding(report.config, ext.config_prefix))
+                findings.append(doctor.probe(report.config))
+    click.echo("Callback URL to register as 授权回调地址: " + report.callback_url)
     for finding in findings:
         mark = click.style(_MARKS[finding.level], fg=_COLOURS[finding.level])
         click.echo(f"{mark} {finding.message}")

@@ -36,9 +36,11 @@ __all__ = [
     "ENDPOINTS",
     "SETTINGS",
     "AlipayConfig",
+    "default_url_prefix",
     "inspect_config",
     "load_config",
     "markdown_table",
+    "readable_settings",
 ]
 
 log = logging.getLogger("flask_alipay")
@@ -206,7 +208,7 @@ def inspect_config(
     authorize_default, gateway_default = ENDPOINTS[values["SANDBOX"]]
     url_prefix = values["URL_PREFIX"]
     if url_prefix is None:
-        url_prefix = "/" + prefix.rstrip("_").lower()
+        url_prefix = default_url_prefix(prefix)
     loaded = AlipayConfig(
         app_id=values["APP_ID"],
         private_key=private_key,
@@ -227,6 +229,22 @@ def inspect_config(
         **(certificates or {}),
     )
     return loaded, []
+
+
+def default_url_prefix(prefix: str) -> str:
+    """Where the blueprint mounts when ALIPAY_URL_PREFIX is unset: ``ALIPAY_`` -> ``/alipay``."""
+    return "/" + prefix.rstrip("_").lower()
+
+
+def readable_settings(config: Mapping[str, Any], prefix: str = "ALIPAY_") -> dict[str, Any]:
+    """Every setting that reads on its own, defaults included, whatever else is wrong.
+
+    ``flask alipay check`` goes on past errors with these, so one missing key does
+    not hide the warnings and the callback URL.
+    """
+    r = _Reader(config, prefix)
+    values = {setting.key: r.read(setting) for setting in SETTINGS}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _certificates(

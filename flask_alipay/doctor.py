@@ -7,6 +7,7 @@ change, in English with the Chinese console term.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -14,15 +15,16 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
-from .config import AlipayConfig, inspect_config
+from .config import AlipayConfig, default_url_prefix, inspect_config, readable_settings
 from .errors import AlipayError
 from .gateway import Gateway
 from .protocol import ENDPOINTS, TOKEN_METHOD
+from .settings import CERT_FILES
 
 if TYPE_CHECKING:
     from .extension import AlipayLogin
 
-__all__ = ["Finding", "callback_url", "examine", "probe"]
+__all__ = ["Finding", "Report", "callback_url", "examine", "gateway_finding", "probe"]
 
 #: The auth code the live probe sends: wrong on purpose, so nothing is granted.
 PROBE_CODE = "flask-alipay-check-invalid-code"
@@ -38,14 +40,28 @@ class Finding:
     fix: str = ""
 
 
-def examine(app: Flask, ext: AlipayLogin) -> tuple[AlipayConfig | None, list[Finding]]:
-    """Check an app's settings without serving; (config when usable, findings)."""
+@dataclass
+class Report:
+    """Everything ``flask alipay check`` prints, found in one pass whatever is wrong."""
+
+    #: The usable settings, or None when an error stops the app from starting.
+    config: AlipayConfig | None
+    findings: list[Finding]
+    #: The 授权回调地址 to register in the console.
+    callback_url: str
+
+
+def examine(app: Flask, ext: AlipayLogin) -> Report:
+    """Check an app's settings without serving: every error, every warning, the callback."""
     from .extension import personal_fields_problem, secret_key_problem
 
     prefix = ext.config_prefix
     loaded, errors = inspect_config(app.config, prefix)
+    values = readable_settings(app.config, prefix)
     findings = [Finding("error", str(error)) for error in errors]
-    if loaded is not None and loaded.cert_mode and app.config.get(prefix + "PUBLIC_KEY"):
+    if app.config.get(prefix + "PUBLIC_KEY") and any(
+        app.config.get(prefix + key) or app.config.get(prefix + key + "_FILE") for key in CERT_FILES
+    ):
         findings.append(
             Finding(
                 "warning",
@@ -60,35 +76,46 @@ def examine(app: Flask, ext: AlipayLogin) -> tuple[AlipayConfig | None, list[Fin
         personal = personal_fields_problem(app, loaded, prefix)
         if personal:
             findings.append(Finding("error", personal))
-        findings += _warnings(loaded, ext.config_prefix)
-        findings += _callback_warnings(callback_url(app, ext, loaded), ext.config_prefix)
-        if not any(f.level == "error" for f in findings):
-            findings.insert(0, Finding("ok", f"{ext.config_prefix}* settings load and keys parse."))
-    return loaded, findings
+        findings += _key_findings(loaded, prefix)
+    findings += _setting_findings(values, prefix)
+    url = callback_url(
+        app, values.get("REDIRECT_URI"), values.get("URL_PREFIX", default_url_prefix(prefix))
+    )
+    findings += _callback_warnings(url, prefix)
+    if not any(f.level == "error" for f in findings):
+        findings.insert(0, Finding("ok", f"{prefix}* settings load and keys parse."))
+    return Report(loaded, findings, url)
 
 
-def _warnings(cfg: AlipayConfig, prefix: str, now: datetime | None = None) -> list[Finding]:
-    found: list[Finding] = []
-    if cfg.private_key.key_size < MIN_BITS:
-        found.append(
-            Finding(
-                "warning",
-                f"{prefix}PRIVATE_KEY is {cfg.private_key.key_size} bits.",
-                "Alipay expects 2048-bit keys: make a new pair with `flask alipay keygen` "
-                "and upload its public key (应用公钥).",
-            )
-        )
+def _key_findings(cfg: AlipayConfig, prefix: str, now: datetime | None = None) -> list[Finding]:
+    """What only parsed keys and certificates can tell."""
     if cfg.cert_mode:
-        found += _certificate_findings(cfg, prefix, now)
-    elif cfg.alipay_public_key is not None and cfg.alipay_public_key.key_size < MIN_BITS:
-        found.append(
+        return _certificate_findings(cfg, prefix, now)
+    if cfg.alipay_public_key is not None and cfg.alipay_public_key.key_size < MIN_BITS:
+        return [
             Finding(
                 "warning",
                 f"{prefix}PUBLIC_KEY is {cfg.alipay_public_key.key_size} bits.",
                 "Check that it is Alipay's public key (支付宝公钥) for RSA2.",
             )
+        ]
+    return []
+
+
+def _setting_findings(values: Mapping[str, Any], prefix: str) -> list[Finding]:
+    """What each setting that reads on its own tells, even when others are broken."""
+    found: list[Finding] = []
+    private_key = values.get("PRIVATE_KEY")
+    if private_key is not None and private_key.key_size < MIN_BITS:
+        found.append(
+            Finding(
+                "warning",
+                f"{prefix}PRIVATE_KEY is {private_key.key_size} bits.",
+                "Alipay expects 2048-bit keys: make a new pair with `flask alipay keygen` "
+                "and upload its public key (应用公钥).",
+            )
         )
-    if not cfg.verify_answers:
+    if values.get("VERIFY_ANSWERS") is False:
         found.append(
             Finding(
                 "error",
@@ -98,7 +125,7 @@ def _warnings(cfg: AlipayConfig, prefix: str, now: datetime | None = None) -> li
                 f"{prefix}VERIFY_ANSWERS.",
             )
         )
-    if cfg.sign_type == "RSA":
+    if values.get("SIGN_TYPE") == "RSA":
         found.append(
             Finding(
                 "warning",
@@ -107,12 +134,13 @@ def _warnings(cfg: AlipayConfig, prefix: str, now: datetime | None = None) -> li
                 f"{prefix}SIGN_TYPE=RSA2.",
             )
         )
-    production_gateway = cfg.gateway_url == ENDPOINTS[False][1]
-    if production_gateway and cfg.app_id.startswith("9021"):
+    gateway = values.get("GATEWAY_URL") or ENDPOINTS[bool(values.get("SANDBOX"))][1]
+    app_id = str(values.get("APP_ID") or "")
+    if gateway == ENDPOINTS[False][1] and app_id.startswith("9021"):
         found.append(
             Finding(
                 "warning",
-                f"{prefix}APP_ID {cfg.app_id} looks like a sandbox (沙箱) APPID, but the "
+                f"{prefix}APP_ID {app_id} looks like a sandbox (沙箱) APPID, but the "
                 "production gateway is configured.",
                 f"Set {prefix}SANDBOX=1, or use your production APPID.",
             )
@@ -171,17 +199,17 @@ def _renew_fix(key: str) -> str:
     )
 
 
-def callback_url(app: Flask, ext: AlipayLogin, cfg: AlipayConfig) -> str:
+def callback_url(app: Flask, redirect_uri: str | None, url_prefix: str) -> str:
     """The 授权回调地址 to register: the configured one, else what url_for will build."""
-    if cfg.redirect_uri:
-        return cfg.redirect_uri
+    if redirect_uri:
+        return redirect_uri
     root = (app.config.get("APPLICATION_ROOT") or "/").rstrip("/")
     server = app.config.get("SERVER_NAME")
     if not server:
         # The host comes from each request; Alipay needs the https one.
-        return f"https://<your domain>{root}{cfg.url_prefix}/callback"
+        return f"https://<your domain>{root}{url_prefix}/callback"
     scheme = app.config.get("PREFERRED_URL_SCHEME") or "http"
-    return f"{scheme}://{server}{root}{cfg.url_prefix}/callback"
+    return f"{scheme}://{server}{root}{url_prefix}/callback"
 
 
 def _callback_warnings(url: str, prefix: str) -> list[Finding]:
@@ -208,17 +236,17 @@ def _callback_warnings(url: str, prefix: str) -> list[Finding]:
     return found
 
 
-#: What each answer to the probe means.
+#: What each answer to the probe means; ``{who}`` is Alipay or the gateway that answered.
 _PROBE_VERDICTS: dict[str, Finding] = {
     "isv.code-invalid": Finding(
         "ok",
-        "Live: Alipay accepted the APPID, the key and the signature "
+        "Live: {who} accepted the APPID, the key and the signature "
         "(isv.code-invalid, as intended).",
     ),
     "isv.invalid-signature": Finding(
         "error",
         "Live: isv.invalid-signature. The private key does not match the app public key "
-        "(应用公钥) uploaded to Alipay.",
+        "(应用公钥) uploaded to {who}.",
         "Upload the public half of ALIPAY_PRIVATE_KEY (`flask alipay keygen` prints it for new "
         "keys), or set the private key that belongs to the uploaded one.",
     ),
@@ -236,6 +264,29 @@ _PROBE_VERDICTS: dict[str, Finding] = {
     ),
 }
 
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def is_alipays_gateway(url: str) -> bool:
+    """Alipay's own gateway, production or sandbox, and not an emulator or a stand-in."""
+    return url in (ENDPOINTS[False][1], ENDPOINTS[True][1])
+
+
+def gateway_finding(cfg: AlipayConfig, prefix: str = "ALIPAY_") -> Finding:
+    """Which gateway the live check asks, and a warning when it cannot be Alipay."""
+    url = cfg.gateway_url
+    parts = urlsplit(url)
+    if parts.scheme == "http" or parts.hostname in _LOOPBACK:
+        return Finding(
+            "warning",
+            f"Live: asking {url}, which is not Alipay (http or loopback): an emulator or a "
+            "test server answers, so this proves nothing about the Alipay console.",
+            f"Unset {prefix}GATEWAY_URL and {prefix}AUTHORIZE_URL to check against Alipay "
+            f"({prefix}SANDBOX=1 for its sandbox).",
+        )
+    who = "Alipay's gateway" if is_alipays_gateway(url) else "the gateway"
+    return Finding("ok", f"Live: asking {who} at {url}.")
+
 
 def probe(cfg: AlipayConfig) -> Finding:
     """One signed token call with a wrong code: the answer tells which setting is off."""
@@ -246,22 +297,32 @@ def probe(cfg: AlipayConfig) -> Finding:
         return _verdict(error, cfg)
     finally:
         gateway.close()
-    return Finding("error", "Live: Alipay granted a token for a made-up code. Is this Alipay?")
+    return Finding(
+        "error", f"Live: {_who(cfg)} granted a token for a made-up code. Is this Alipay?"
+    )
+
+
+def _who(cfg: AlipayConfig) -> str:
+    if is_alipays_gateway(cfg.gateway_url):
+        return "Alipay"
+    return f"the gateway at {urlsplit(cfg.gateway_url).netloc}"
 
 
 def _verdict(error: AlipayError, cfg: AlipayConfig) -> Finding:
-    if error.sub_code in _PROBE_VERDICTS:
-        return _PROBE_VERDICTS[error.sub_code]
+    who = _who(cfg)
+    known = _PROBE_VERDICTS.get(error.sub_code or "")
+    if known is not None:
+        return Finding(known.level, known.message.format(who=who), known.fix)
     if error.reason == "signature" and cfg.cert_mode:
         return Finding(
             "error",
-            "Live: Alipay's answer did not verify with ALIPAY_ALIPAY_CERT.",
+            f"Live: {who}'s answer did not verify with ALIPAY_ALIPAY_CERT.",
             "Download alipayCertPublicKey_RSA2.crt again from the console.",
         )
     if error.reason == "signature":
         return Finding(
             "error",
-            "Live: Alipay's answer did not verify: ALIPAY_PUBLIC_KEY is wrong.",
+            f"Live: {who}'s answer did not verify: ALIPAY_PUBLIC_KEY is wrong.",
             "Paste Alipay's public key (支付宝公钥) from the console, not your app public key.",
         )
     detail = f"{error.sub_code}: {error.sub_msg or ''}" if error.sub_code else error.message

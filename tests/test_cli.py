@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner, Result
@@ -17,8 +18,10 @@ from flask import Flask
 from flask.cli import FlaskGroup
 from support.keys import pem_body, pem_private, pem_public
 
-from flask_alipay import AlipayLogin
+from flask_alipay import AlipayLogin, AlipayRefused, doctor
+from flask_alipay.config import load_config
 from flask_alipay.keys import load_private_key, public_key_base64
+from flask_alipay.protocol import ENDPOINTS
 from flask_alipay.testing import AlipayEmulator
 
 # keygen --------------------------------------------------------------------
@@ -248,7 +251,17 @@ def test_warnings_exit_0(good: dict[str, Any], change: dict[str, Any], expected:
 def test_live_ok(good: dict[str, Any], alipay_emulator: AlipayEmulator) -> None:
     result = run_check(good, "--live")
     assert result.exit_code == 0, result.output
-    assert "Alipay accepted the APPID, the key and the signature" in result.output
+    assert alipay_emulator.server is not None
+    gateway = alipay_emulator.server.gateway_url
+    host = urlsplit(gateway).netloc
+    # It names the gateway it asked, warns that an emulator is not Alipay, and never
+    # says "Alipay accepted" when the emulator answered.
+    assert f"Live: asking {gateway}, which is not Alipay (http or loopback)" in result.output
+    assert f"Live: the gateway at {host} accepted the APPID, the key and the signature" in (
+        result.output
+    )
+    assert "Alipay accepted" not in result.output
+    assert "0 error(s), 1 warning(s)." in result.output
     (probe,) = alipay_emulator.requests
     assert (
         probe.method == "alipay.system.oauth.token"
@@ -308,9 +321,55 @@ def test_check_through_the_flask_command_line() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Live: Alipay accepted" in result.stdout
+    assert "accepted the APPID, the key and the signature" in result.stdout
+    assert "which is not Alipay" in result.stdout and "Alipay accepted" not in result.stdout
 
 
 def test_check_without_the_extension() -> None:
     result = CliRunner().invoke(FlaskGroup(create_app=lambda: Flask("bare")), ["alipay", "check"])
     assert result.exit_code == 1 and "no AlipayLogin named 'alipay'" in result.output
+
+
+def test_one_run_prints_errors_warnings_and_the_callback(good: dict[str, Any]) -> None:
+    """An error must not hide the warnings or the callback URL to register."""
+    result = run_check(
+        {
+            **good,
+            "ALIPAY_PUBLIC_KEY": None,  # an error: the app would not start
+            "ALIPAY_SIGN_TYPE": "RSA",  # a warning
+            "ALIPAY_REDIRECT_URI": "http://shop.example.cn/alipay/callback",  # a warning
+        }
+    )
+    assert result.exit_code == 1
+    assert "Callback URL to register as 授权回调地址: http://shop.example.cn/alipay/callback" in (
+        result.output
+    )
+    assert "ALIPAY_PUBLIC_KEY (or ALIPAY_PUBLIC_KEY_FILE) is required" in result.output
+    assert "ALIPAY_SIGN_TYPE is RSA, which signs with SHA-1" in result.output
+    assert "is http://: Alipay wants https" in result.output
+    assert "1 error(s), 2 warning(s)." in result.output
+
+
+def test_the_callback_line_survives_a_key_that_does_not_parse(good: dict[str, Any]) -> None:
+    result = run_check(
+        {
+            **good,
+            "ALIPAY_PRIVATE_KEY": "bm90IGEga2V5",
+            "ALIPAY_REDIRECT_URI": None,
+            "ALIPAY_URL_PREFIX": "/login/alipay",
+        }
+    )
+    assert result.exit_code == 1
+    assert "https://<your domain>/login/alipay/callback" in result.output
+
+
+def test_live_against_alipays_own_gateway_says_alipay(good: dict[str, Any]) -> None:
+    """The wording for Alipay's real gateways (not reachable from here, so no probe)."""
+    config = load_config({**good, "ALIPAY_GATEWAY_URL": None, "ALIPAY_AUTHORIZE_URL": None})
+    assert config.gateway_url == ENDPOINTS[False][1]
+    asked = doctor.gateway_finding(config)
+    assert asked.level == "ok" and asked.message == (
+        f"Live: asking Alipay's gateway at {ENDPOINTS[False][1]}."
+    )
+    verdict = doctor._verdict(AlipayRefused(sub_code="isv.code-invalid"), config)
+    assert verdict.level == "ok" and verdict.message.startswith("Live: Alipay accepted")
