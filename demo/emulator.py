@@ -10,18 +10,17 @@ open, the accounts added on it, and the signed-in session all outlive a reload.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import requests
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from flask_alipay.keys import load_private_key, public_key_base64
+from flask_alipay.keys import public_key_base64
 from flask_alipay.testing import AlipayEmulator
 from flask_alipay.testing.emulator import AUTHORIZE_PATH, GATEWAY_PATH
+from flask_alipay.testing.keystore import ALIPAY_KEY_FILE, APP_KEY_FILE, kept_private_key
 
 __all__ = ["dev_emulator_settings", "running_here"]
 
@@ -30,22 +29,6 @@ APP_ID = "2021000000000001"
 
 #: The emulators this process started, by instance folder.
 _RUNNING: dict[Path, AlipayEmulator] = {}
-
-
-def _private_key(path: Path) -> rsa.RSAPrivateKey:
-    """A key kept in ``path`` (0600), made on first use."""
-    if path.exists():
-        return load_private_key(path.read_bytes())
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    return key
 
 
 def _answers(url: str) -> bool:
@@ -61,8 +44,8 @@ def dev_emulator_settings(instance: Path, port: int | None = None) -> dict[str, 
     """The ALIPAY_* settings for the instance's emulator, starting it if nobody has."""
     folder = instance / "emulator"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    app_key = _private_key(folder / "app_private_key.pem")
-    alipay_key = _private_key(folder / "alipay_private_key.pem")
+    app_key = kept_private_key(folder / APP_KEY_FILE)
+    alipay_key = kept_private_key(folder / ALIPAY_KEY_FILE)
     state_file = folder / "emulator.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     url = state.get("url")

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 from flask import Flask
 
 from .config import AlipayConfig, default_url_prefix, inspect_config, readable_settings
-from .errors import AlipayError
+from .errors import AlipayError, UnverifiedAnswer
 from .gateway import Gateway
-from .protocol import ENDPOINTS, TOKEN_METHOD
+from .protocol import ENDPOINTS, TOKEN_METHOD, is_local_gateway
 from .settings import CERT_FILES
 
 if TYPE_CHECKING:
@@ -264,8 +264,6 @@ _PROBE_VERDICTS: dict[str, Finding] = {
     ),
 }
 
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
-
 
 def is_alipays_gateway(url: str) -> bool:
     """Alipay's own gateway, production or sandbox, and not an emulator or a stand-in."""
@@ -275,8 +273,7 @@ def is_alipays_gateway(url: str) -> bool:
 def gateway_finding(cfg: AlipayConfig, prefix: str = "ALIPAY_") -> Finding:
     """Which gateway the live check asks, and a warning when it cannot be Alipay."""
     url = cfg.gateway_url
-    parts = urlsplit(url)
-    if parts.scheme == "http" or parts.hostname in _LOOPBACK:
+    if is_local_gateway(url):
         return Finding(
             "warning",
             f"Live: asking {url}, which is not Alipay (http or loopback): an emulator or a "
@@ -323,7 +320,8 @@ def _verdict(error: AlipayError, cfg: AlipayConfig) -> Finding:
         return Finding(
             "error",
             f"Live: {who}'s answer did not verify: ALIPAY_PUBLIC_KEY is wrong.",
-            "Paste Alipay's public key (支付宝公钥) from the console, not your app public key.",
+            "Paste Alipay's public key (支付宝公钥) from the console, not your app public key."
+            + (UnverifiedAnswer.EMULATOR_HINT if is_local_gateway(cfg.gateway_url) else ""),
         )
     detail = f"{error.sub_code}: {error.sub_msg or ''}" if error.sub_code else error.message
     return Finding("error", f"Live: {detail}", error.hint)

@@ -247,6 +247,24 @@ class UnverifiedAnswer(AlipayError):
         "Alipay's answer did not verify. ALIPAY_PUBLIC_KEY must be Alipay's "
         "public key (支付宝公钥) from the console, not your app public key."
     )
+    #: Added when the gateway is local: an emulator makes a new key at every start.
+    EMULATOR_HINT: ClassVar[str] = (
+        " The gateway is local, so this is likely an emulator that restarted with a new "
+        "key pair: copy the ALIPAY_PUBLIC_KEY it printed, or start it with "
+        "`flask alipay emulator --keys DIR` to keep one key pair across restarts."
+    )
+
+    def __init__(
+        self, message: str | None = None, *, local_gateway: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        #: The answer came from an http or loopback gateway (an emulator, usually).
+        self.local_gateway = local_gateway
+
+    @property
+    def hint(self) -> str:
+        hint = super().hint
+        return hint + self.EMULATOR_HINT if self.local_gateway else hint
 
 
 class CertificateRotated(UnverifiedAnswer):

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
@@ -64,6 +64,7 @@ __all__ = [
     "alipay_error",
     "answer_key",
     "beijing_timestamp",
+    "is_local_gateway",
     "is_scope_name",
     "node_name",
     "normalise_token",
@@ -141,6 +142,12 @@ ERROR_NODE = "error_response"
 SUCCESS_CODE = "10000"
 #: The ids an answer may carry for a user.
 IDENTITY_FIELDS = ("user_id", "open_id", "union_id")
+
+
+def is_local_gateway(url: str) -> bool:
+    """A gateway that cannot be Alipay's: plain http, or this machine (an emulator, say)."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" or parts.hostname in ("localhost", "127.0.0.1", "::1")
 
 
 def node_name(method: str) -> str:
@@ -303,7 +310,10 @@ def verify(cfg: AlipayConfig, answer: SignedAnswer, key: RSAPublicKey | None) ->
         raise UnverifiedAnswer("Alipay's answer is not signed.")
     signed = signed_bytes(answer.content, answer.sign, key, cfg.sign_type)
     if signed is None:
-        raise UnverifiedAnswer("Alipay's answer did not verify with ALIPAY_PUBLIC_KEY.")
+        raise UnverifiedAnswer(
+            "Alipay's answer did not verify with ALIPAY_PUBLIC_KEY.",
+            local_gateway=is_local_gateway(cfg.gateway_url),
+        )
     if signed is answer.content:
         return answer
     try:

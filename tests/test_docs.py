@@ -269,7 +269,8 @@ def run_emulator(found: re.Match[str], tmp_path: Path) -> None:
         (tmp_path / key_file).write_bytes(pem)
     with serving(argv, cwd=tmp_path) as server:
         server.wait_for(r"^# Alipay emulator on http://\S+")
-        settings = dict(SETTING.findall(server.output))
+        prefix = re.escape(option(argv, "--env-prefix") or "")
+        settings = dict(re.findall(rf"^{prefix}(ALIPAY_[A-Z_]+)=(.*)$", server.output, re.M))
         for name in ("APP_ID", "AUTHORIZE_URL", "GATEWAY_URL"):
             assert "ALIPAY_" + name in settings, server.output
         if "--cert-mode" in argv:  # the three certificate files instead of Alipay's public key

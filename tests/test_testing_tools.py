@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask
 from support.browser import sign_in
 from support.keys import pem_private, pem_public
 from support.site import build_site
 
-from flask_alipay import user_logged_in
+from flask_alipay import AlipayError, UnverifiedAnswer, login_failed, user_logged_in
 
 pytest_plugins = ["pytester"]
 
@@ -76,6 +78,62 @@ def test_flask_alipay_emulator_prints_settings_that_work() -> None:
         }
         assert settings["ALIPAY_GATEWAY_URL"].startswith("http://127.0.0.1:")
         assert signs_in(settings)
+
+
+def test_env_prefix_prints_settings_for_from_prefixed_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = ("-m", "flask", "alipay", "emulator", "--port", "0", "--auto-approve")
+    with running(*args, "--env-prefix", "FLASK_") as printed:
+        assert printed and all(name.startswith("FLASK_ALIPAY_") for name in printed)
+        for name, value in printed.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("FLASK_SECRET_KEY", "test-secret")
+        app = Flask("prefixed")
+        app.config.from_prefixed_env()  # as README's Usage app reads its settings
+        assert app.config["ALIPAY_GATEWAY_URL"] == printed["FLASK_ALIPAY_GATEWAY_URL"]
+        assert signs_in({k: v for k, v in app.config.items() if k.startswith("ALIPAY_")})
+
+
+def test_keys_dir_keeps_the_key_pair_across_restarts(tmp_path: Path) -> None:
+    keys = tmp_path / "emulator-keys"
+    args = ("-m", "flask_alipay.testing", "--port", "0", "--auto-approve", "--keys", str(keys))
+    with running(*args) as first:
+        pass
+    with running(*args) as second:
+        assert second["ALIPAY_PUBLIC_KEY"] == first["ALIPAY_PUBLIC_KEY"]
+        assert second["ALIPAY_PRIVATE_KEY"] == first["ALIPAY_PRIVATE_KEY"]
+        # An app configured from the first run still signs in once it has the new address.
+        endpoints = {k: second[k] for k in ("ALIPAY_AUTHORIZE_URL", "ALIPAY_GATEWAY_URL")}
+        assert signs_in({**first, **endpoints})
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in keys.iterdir()} == {
+        "alipay_private_key.pem": 0o600,
+        "app_private_key.pem": 0o600,
+    }
+
+
+def test_a_restarted_emulators_new_key_gets_a_hint_that_says_so() -> None:
+    args = ("-m", "flask_alipay.testing", "--port", "0", "--auto-approve")
+    with running(*args) as first:
+        pass
+    with running(*args) as second:
+        stale = {
+            **first,  # ALIPAY_PUBLIC_KEY from the run before the restart
+            "ALIPAY_PRIVATE_KEY": second["ALIPAY_PRIVATE_KEY"],
+            "ALIPAY_AUTHORIZE_URL": second["ALIPAY_AUTHORIZE_URL"],
+            "ALIPAY_GATEWAY_URL": second["ALIPAY_GATEWAY_URL"],
+        }
+        site = build_site(stale)
+        failures: list[AlipayError] = []
+        login_failed.connect(
+            lambda sender, error, **extra: failures.append(error), sender=site, weak=False
+        )
+        assert sign_in(site.test_client()).status_code == 502
+    (error,) = failures
+    assert isinstance(error, UnverifiedAnswer)
+    assert "an emulator that restarted with a new key pair" in error.hint
+    assert "--keys DIR" in error.hint
 
 
 def test_python_m_takes_the_apps_public_key(tmp_path: Path, app_key: rsa.RSAPrivateKey) -> None:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from flask_alipay.keys import KeyFormatError, load_public_key
 from flask_alipay.testing.emulator import CERT_SETTINGS, CONTROL_PATH, AlipayEmulator
+from flask_alipay.testing.keystore import ALIPAY_KEY_FILE, APP_KEY_FILE, kept_private_key
 
 __all__ = ["DEFAULT_CERT_DIR", "emulator_command"]
 
@@ -32,6 +33,19 @@ def _app_public_key(value: str) -> RSAPublicKey:
         return load_public_key(text)
     except KeyFormatError as error:
         raise click.BadParameter(f"not an RSA public key ({error})") from None
+
+
+def _key(folder: Path | None, name: str) -> rsa.RSAPrivateKey:
+    """A key kept in ``folder`` across restarts, or a new one for this run only."""
+    if folder is None:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    try:
+        return kept_private_key(folder / name)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise click.ClickException(f"cannot keep keys in {folder}: {reason}") from None
+    except KeyFormatError:
+        raise click.ClickException(f"{folder / name} is not an RSA private key") from None
 
 
 def _write_certs(emulator: AlipayEmulator, directory: Path) -> dict[str, Path]:
@@ -70,6 +84,20 @@ def _write_certs(emulator: AlipayEmulator, directory: Path) -> dict[str, Path]:
     f"emulator files there are overwritten).  [default: ./{DEFAULT_CERT_DIR}]",
 )
 @click.option(
+    "--keys",
+    "keys_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Keep the emulator's key pair (and the throwaway app key) in DIR, so the settings "
+    "it prints stay valid across restarts. Without it every start makes new keys.",
+)
+@click.option(
+    "--env-prefix",
+    default="",
+    metavar="PREFIX",
+    help="Print the settings with this prefix, e.g. FLASK_ for Flask's from_prefixed_env().",
+)
+@click.option(
     "--control",
     is_flag=True,
     help=f"Let another process steer the emulator over HTTP, for load and fault tests: "
@@ -86,6 +114,8 @@ def emulator_command(
     auto_approve: bool,
     cert_mode: bool,
     cert_dir: Path | None,
+    keys_dir: Path | None,
+    env_prefix: str,
     control: bool,
 ) -> None:
     """Run a local Alipay (authorize page and gateway) for development and tests.
@@ -94,11 +124,14 @@ def emulator_command(
     """
     if cert_dir is not None and not cert_mode:
         raise click.UsageError("--cert-dir is for certificate mode: add --cert-mode")
+    if env_prefix and not env_prefix.replace("_", "").isalnum():
+        raise click.BadParameter("letters, digits and _ only", param_hint="--env-prefix")
+    keys = keys_dir.expanduser().resolve() if keys_dir is not None else None
     private_line = None
     if app_public_key:
         public_key = _app_public_key(app_public_key)
     else:
-        app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        app_key = _key(keys, APP_KEY_FILE)
         public_key = app_key.public_key()
         der = app_key.private_bytes(
             serialization.Encoding.DER,
@@ -109,6 +142,7 @@ def emulator_command(
     emulator = AlipayEmulator(
         app_id=app_id,
         app_public_key=public_key,
+        alipay_private_key=_key(keys, ALIPAY_KEY_FILE),
         auto_approve=auto_approve,
         cert_mode=cert_mode,
         control=control,
@@ -125,10 +159,13 @@ def emulator_command(
         settings = {name: value for name, value in settings.items() if name not in CERT_SETTINGS}
         settings.update({name: str(path) for name, path in cert_paths.items()})
     for name, value in settings.items():
-        click.echo(f"{name}={value}")
+        click.echo(f"{env_prefix}{name}={value}")
     if private_line:
-        click.echo("# A throwaway app key made for this run (not a secret):")
-        click.echo(private_line)
+        if keys is None:
+            click.echo("# A throwaway app key made for this run (not a secret):")
+        else:
+            click.echo(f"# A throwaway app key, kept in {keys} (not a secret):")
+        click.echo(env_prefix + private_line)
     if control and host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
             f"Warning: the control channel has no authentication; {host} is not loopback.", err=True
