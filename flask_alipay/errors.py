@@ -116,6 +116,12 @@ class AlipayError(Exception):
     default_hint: ClassVar[str] = "Try again later."
     #: The message when the raiser gives none.
     default_message: ClassVar[str] = "Sign-in with Alipay failed."
+    #: What the error page tells the person signing in, in Chinese and English: what
+    #: happened and what to do, without jargon or setting names (those are for the log).
+    default_user_message: ClassVar[tuple[str, str]] = (
+        "出了点问题，请稍后再试。",
+        "Something went wrong. Please try again later.",
+    )
 
     def __init__(
         self,
@@ -147,6 +153,11 @@ class AlipayError(Exception):
             return REASON_HINTS.get(self.reason, self.default_hint)
         return self.default_hint
 
+    @property
+    def user_message(self) -> tuple[str, str]:
+        """(Chinese, English) for the person signing in; details go to the log instead."""
+        return self.default_user_message
+
     def __str__(self) -> str:
         if self.sub_code:
             return f"{self.message} ({self.sub_code}: {self.sub_msg or ''})"
@@ -168,6 +179,10 @@ class InvalidState(AlipayError):
     """
 
     default_status = 400
+    default_user_message = (
+        "这个登录链接已过期或已经用过，请重新登录。",
+        "This sign-in link has expired or was already used. Please sign in again.",
+    )
     default_reason = "state"
     default_hint = (
         "The sign-in link expired or was already used (state mismatch). Start "
@@ -209,6 +224,10 @@ class SignInCancelled(AlipayError):
     """The callback came back without an ``auth_code``."""
 
     default_status = 400
+    default_user_message = (
+        "支付宝登录已取消或没有完成；如需登录，请再试一次。",
+        "Signing in with Alipay was cancelled or did not finish. To sign in, please try again.",
+    )
     default_reason = "cancelled"
     default_hint = (
         "Alipay returned without an auth_code: the sign-in was cancelled or "
@@ -220,6 +239,10 @@ class AppIdMismatch(AlipayError):
     """The callback names another APPID than ours."""
 
     default_status = 400
+    default_user_message = (
+        "这次登录不是从本网站发起的，请在本网站重新登录。",
+        "This sign-in was not started on this site. Please sign in again from here.",
+    )
     default_reason = "app_id"
     default_hint = (
         "The callback names another APPID than ALIPAY_APP_ID. Check that the "
@@ -237,11 +260,31 @@ class AlipayRefused(AlipayError):
     default_status = 502
     default_reason = "alipay"
     default_message = "Alipay refused the request."
+    default_user_message = (
+        "支付宝没能完成这次登录，请稍后再试；如果一直这样，请联系本网站。",
+        "Alipay could not complete this sign-in. Please try again later; if it keeps "
+        "happening, please tell this site's team.",
+    )
+
+    @property
+    def user_message(self) -> tuple[str, str]:
+        if self.sub_code == "isv.code-invalid":
+            return (
+                "这次登录已过期，请重新登录。",
+                "This sign-in has expired. Please sign in again.",
+            )
+        if self.sub_code in ("isp.unknow-error", "aop.unknow-error"):
+            return ("支付宝正忙，请稍后再试。", "Alipay is busy. Please try again in a moment.")
+        return self.default_user_message
 
 
 class UnverifiedAnswer(AlipayError):
     """An answer whose signature is missing or does not verify."""
 
+    default_user_message = (
+        "这次登录没能完成，请稍后再试。",
+        "We could not finish signing you in with Alipay. Please try again later.",
+    )
     default_reason = "signature"
     default_hint = (
         "Alipay's answer did not verify. ALIPAY_PUBLIC_KEY must be Alipay's "
@@ -290,6 +333,10 @@ class CertificateRotated(UnverifiedAnswer):
 class MalformedAnswer(AlipayError):
     """An answer that is not in the shape Alipay signs: HTML, truncated, too large."""
 
+    default_user_message = (
+        "这次登录没能完成，请稍后再试。",
+        "We could not finish signing you in with Alipay. Please try again later.",
+    )
     default_reason = "malformed"
     default_hint = "Alipay's answer was not in the expected shape. Try again later."
 
@@ -324,6 +371,10 @@ class MissingUserId(MalformedAnswer):
 class GatewayUnreachable(AlipayError):
     """The gateway could not be reached at all."""
 
+    default_user_message = (
+        "暂时连不上支付宝，请稍后再试。",
+        "We cannot reach Alipay right now. Please try again later.",
+    )
     default_reason = "unreachable"
     default_hint = (
         "The Alipay gateway could not be reached. Check ALIPAY_GATEWAY_URL and "
@@ -335,6 +386,10 @@ class GatewayTimedOut(AlipayError):
     """The gateway did not answer within ``ALIPAY_TIMEOUT``."""
 
     default_status = 504
+    default_user_message = (
+        "支付宝响应太慢，请稍后再试。",
+        "Alipay took too long to answer. Please try again in a moment.",
+    )
     default_reason = "timeout"
     default_hint = (
         "The Alipay gateway did not answer within ALIPAY_TIMEOUT seconds. Try again later."

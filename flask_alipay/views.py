@@ -13,6 +13,7 @@ from flask import (
     Flask,
     Response,
     current_app,
+    g,
     redirect,
     render_template,
     request,
@@ -35,6 +36,8 @@ __all__ = ["ERROR_TEMPLATE", "as_http_error", "make_blueprint", "render_error"]
 
 #: The error page's template; a site overrides it with its own file of that name.
 ERROR_TEMPLATE = "flask_alipay/error.html"
+#: Where the callback keeps the failed sign-in's ``next`` for the page's "Try again".
+RETRY_NEXT = "_flask_alipay_retry_next"
 
 
 def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
@@ -57,6 +60,7 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         try:
             pending = ext.oauth.take_state(session, request.args.get("state"))
+            g.setdefault(RETRY_NEXT, pending.get("next"))  # "Try again" goes back there too
             token = ext.oauth.exchange(callback_code(request.args, ext.config.app_id))
             user = ext.user_from_token(token)
         except AlipayError as error:
@@ -117,13 +121,16 @@ def render_error(ext: AlipayLogin, error: AlipayError) -> ResponseReturnValue:
     handler = site_handler(current_app, error)
     if handler is not None:
         return handler(error)  # type: ignore[no-any-return]
-    hint = error.hint
+    next_url = g.get(RETRY_NEXT)
+    if next_url == request.script_root + ext.config.default_next:
+        next_url = None  # where a sign-in without next lands anyway
     html = render_template(
         ERROR_TEMPLATE,
         error=error,
+        user_message=error.user_message,
         debug=current_app.debug,
-        short_hint=hint.split(". ")[0].rstrip(".") + ".",
-        retry_url=url_for(f"{ext.name}.login"),
+        retry_url=url_for(f"{ext.name}.login", **({"next": next_url} if next_url else {})),
+        home_url=request.script_root + "/",
     )
     return html, error.status_code
 

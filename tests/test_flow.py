@@ -511,15 +511,6 @@ def test_failure_log_line_carries_the_hint(
     assert "isv.insufficient-isv-permissions" in line and "获取会员信息" in line
 
 
-def test_short_hint_outside_debug(
-    alipay_sign_in: SignIn, client: FlaskClient, alipay_emulator: AlipayEmulator
-) -> None:
-    alipay_emulator.inject("alipay.user.info.share", sub_code="isv.insufficient-isv-permissions")
-    page = alipay_sign_in(client).get_data(as_text=True)
-    assert "获取会员信息" in page  # the first sentence names the product...
-    assert "ALIPAY_SCOPE" not in page  # ...the rest waits for debug mode
-
-
 def test_unsigned_answers_pass_only_when_the_site_opts_out(
     make_site: Callable[..., Flask], alipay_emulator: AlipayEmulator, alipay_sign_in: SignIn
 ) -> None:

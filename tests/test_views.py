@@ -21,6 +21,7 @@ from flask_alipay import (
     MalformedAnswer,
     SignInCancelled,
     UnverifiedAnswer,
+    login_failed,
 )
 from flask_alipay.testing import AlipayEmulator
 
@@ -140,3 +141,100 @@ def test_each_kind_carries_its_status_reason_and_hint(
     assert (error.status_code, error.reason) == (status, reason)
     assert error.hint and error.message
     assert kind("custom", status_code=418).status_code == 418
+
+
+# The page speaks to the person signing in -------------------------------------------
+
+#: (name, how the sign-in goes wrong, the exception class it raises)
+FAILURES: list[tuple[str, dict[str, Any], type[AlipayError]]] = [
+    (
+        "spent-code",
+        {"method": "alipay.system.oauth.token", "sub_code": "isv.code-invalid"},
+        AlipayRefused,
+    ),
+    (
+        "no-permission",
+        {"method": USER_INFO, "sub_code": "isv.insufficient-isv-permissions"},
+        AlipayRefused,
+    ),
+    (
+        "bad-signature",
+        {"method": "alipay.system.oauth.token", "bad_signature": True},
+        UnverifiedAnswer,
+    ),
+    ("html", {"method": USER_INFO, "html_status": 502}, MalformedAnswer),
+    ("timeout", {"method": "alipay.system.oauth.token", "delay": 1}, GatewayTimedOut),
+]
+
+
+@pytest.mark.parametrize(
+    "injection, kind", [(f[1], f[2]) for f in FAILURES], ids=[f[0] for f in FAILURES]
+)
+def test_the_page_speaks_to_people_and_keeps_next(
+    alipay_config: dict[str, Any],
+    alipay_emulator: AlipayEmulator,
+    alipay_sign_in: Any,
+    injection: dict[str, Any],
+    kind: type[AlipayError],
+) -> None:
+    app = make_app({**alipay_config, "ALIPAY_TIMEOUT": 0.5})
+    failures: list[AlipayError] = []
+    login_failed.connect(lambda s, error, **e: failures.append(error), sender=app, weak=False)
+    alipay_emulator.inject(**injection)
+    response = alipay_sign_in(app.test_client(), next="/orders?page=2")
+    page = response.get_data(as_text=True)
+    (error,) = failures
+    assert isinstance(error, kind) and response.status_code == error.status_code
+    chinese, english = error.user_message
+    assert chinese in page and english in page.replace("&#39;", "'")
+    # No jargon and no setting names for the person signing in; those are in the log.
+    for jargon in ("auth_code", "ALIPAY_", "sub_code", error.message, error.hint):
+        assert jargon not in page
+    if error.sub_code:
+        assert error.sub_code not in page
+    assert 'href="/alipay/login?next=/orders?page%3D2"' in page  # 重试 · Try again
+    assert "重试 · Try again" in page
+    assert 'href="/">返回首页 · Back to home</a>' in page
+
+
+def test_the_message_and_the_hint_do_not_repeat_each_other() -> None:
+    kinds = [
+        AlipayError,
+        InvalidState,
+        SignInCancelled,
+        AlipayRefused,
+        UnverifiedAnswer,
+        MalformedAnswer,
+        GatewayTimedOut,
+    ]
+    for kind in kinds:
+        error = kind()
+        chinese, english = error.user_message
+        assert english not in error.hint and error.hint not in english
+        assert english != error.message and chinese and "请" in chinese
+        assert "Sign-in with Alipay did not complete" not in english  # the page's title
+
+
+def test_in_debug_mode_developers_get_the_details(
+    alipay_config: dict[str, Any], alipay_emulator: AlipayEmulator, alipay_sign_in: Any
+) -> None:
+    app = make_app(alipay_config)
+    app.debug = True
+    alipay_emulator.inject(USER_INFO, sub_code="isv.insufficient-isv-permissions")
+    page = alipay_sign_in(app.test_client()).get_data(as_text=True)
+    assert "For developers" in page
+    assert "isv.insufficient-isv-permissions" in page
+    assert "ALIPAY_SCOPE" in page  # the hint names the setting to change
+
+
+def test_a_failed_state_retries_without_next_and_links_home_under_a_prefix(
+    alipay_config: dict[str, Any],
+) -> None:
+    app = make_app(alipay_config)
+    page = (
+        app.test_client()
+        .get("/alipay/callback?state=gone", environ_overrides={"SCRIPT_NAME": "/shop"})
+        .get_data(as_text=True)
+    )
+    assert 'href="/shop/alipay/login">重试 · Try again</a>' in page
+    assert 'href="/shop/">返回首页 · Back to home</a>' in page
