@@ -49,22 +49,27 @@ class OutsideLinks(SphinxTransform):
     knows documents under docs/.  The top-level README is included as the ``project``
     page, so links to it go there (anchors kept).  Any other file of the repository
     becomes a download, as MyST already does for non-Markdown files, so the link works
-    in the built HTML as well.
+    in the built HTML as well.  The included README's own links (``README.zh-CN.md``) are
+    read from the top of the repository, where the README is.
     """
 
     default_priority = 850  # before DoctreeReadEvent (880), where downloads are collected
 
     def apply(self, **kwargs: Any) -> None:
+        here = (Path(self.env.srcdir) / self.env.docname).parent
         for node in list(self.document.findall(addnodes.pending_xref)):
-            if node.get("reftype") != "myst" or node.get("refdomain") != "doc":
+            if node.get("reftype") != "myst" or node["reftarget"] in self.env.found_docs:
                 continue
-            if node["reftarget"] in self.env.found_docs:
+            if node.get("refdomain") == "doc":  # a .md path MyST took for a document
+                path = (Path(self.env.srcdir) / (node["reftarget"] + ".md")).resolve()
+            elif self.env.docname == "project":  # the README's own links: from the top
+                path = (ROOT / node["reftarget"].partition("#")[0]).resolve()
+            else:
                 continue
-            path = (Path(self.env.srcdir) / (node["reftarget"] + ".md")).resolve()
             if path == ROOT / "README.md":
-                node["reftarget"] = "project"
+                node["refdomain"], node["reftarget"] = "doc", "project"
+                node.setdefault("reftargetid", None)
             elif path.is_file() and ROOT in path.parents:
-                here = (Path(self.env.srcdir) / self.env.docname).parent
                 download = addnodes.download_reference(
                     refdomain=None,
                     reftarget=os.path.relpath(path, here),

@@ -116,7 +116,14 @@ def test_wheel_metadata(release: Release) -> None:
 
 def test_sdist_holds_the_tests_and_the_project_files(release: Release) -> None:
     names = set(release.sdist_names())
-    wanted = {"LICENSE", "CHANGELOG.md", "README.md", "setup.cfg", "pyproject.toml"}
+    wanted = {
+        "LICENSE",
+        "CHANGELOG.md",
+        "README.md",
+        "README.zh-CN.md",
+        "setup.cfg",
+        "pyproject.toml",
+    }
     wanted |= {name for name in release.tracked if name.startswith(("tests/", "flask_alipay/"))}
     assert "tests/support/__init__.py" in wanted
     assert "tests/vectors/vectors.json" in wanted

@@ -71,3 +71,4 @@ def test_links_out_of_docs_work_in_html(html: Path) -> None:
     assert all((html / link).is_file() for link in downloads)
     project = (html / "project.html").read_text("utf-8")
     assert 'href="setup-alipay.html"' in project  # README's docs/ links, made relative
+    assert re.search(r'href="_downloads/\w+/README\.zh-CN\.md"', project)  # and its own
