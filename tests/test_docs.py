@@ -36,7 +36,7 @@ from flask_alipay.config import inspect_config, markdown_table
 from flask_alipay.errors import HINTS, REASON_HINTS
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "README.zh-CN.md", *sorted((ROOT / "docs").glob("*.md"))]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 FENCE = re.compile(r"^\s*(?P<fence>`{3,}|~{3,})\s*(?P<info>[^\s`]*)")
@@ -381,7 +381,7 @@ def anchors(page: Path) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
-@pytest.mark.parametrize("page", DOCS, ids=lambda page: page.name)
+@pytest.mark.parametrize("page", [*DOCS, ROOT / "README.zh-CN.md"], ids=lambda page: page.name)
 def test_relative_links_resolve(page: Path) -> None:
     for target in LINK.findall(page.read_text(encoding="utf-8")):
         path, _, anchor = target.partition("#")
@@ -439,3 +439,11 @@ def test_settings_tables_come_from_the_settings_table(page: str) -> None:
         f"{page}'s settings table is not settings.markdown_table(): paste the output of\n"
         '  python -c "from flask_alipay.settings import markdown_table; print(markdown_table())"'
     )
+
+
+def test_chinese_readme_has_the_same_quickstart() -> None:
+    """README.zh-CN.md's commands are README's quickstart, word for word, and they link."""
+    english = [c.text for c in sh_lines(ROOT / "README.md")]
+    chinese = [c.text for c in sh_lines(ROOT / "README.zh-CN.md")]
+    assert chinese == english[:2], chinese
+    assert "(README.zh-CN.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
