@@ -30,7 +30,7 @@ from .certs import (
 from .errors import AlipayConfigError
 from .keys import same_public_key
 from .protocol import ENDPOINTS, wants_profile
-from .settings import CERT_FILES, REQUIRED, SETTINGS, Setting, markdown_table
+from .settings import CERT_FILES, REQUIRED, SETTINGS, Setting
 
 __all__ = [
     "ENDPOINTS",
@@ -76,6 +76,10 @@ class AlipayConfig:
     root_certs: tuple[x509.Certificate, ...] = ()
     #: (setting without prefix, subject, last valid moment) of every readable certificate.
     cert_expiries: tuple[tuple[str, str, datetime], ...] = ()
+    #: Phones: the hand-off page, the auth_code endpoint, the key for phone numbers.
+    mobile_handoff: bool = True
+    code_endpoint: bool = False
+    aes_key: bytes | None = None
 
     @property
     def cert_mode(self) -> bool:
@@ -226,6 +230,9 @@ def inspect_config(
         id_field=values["ID_FIELD"],
         session_fields=values["SESSION_FIELDS"],
         verify_answers=values["VERIFY_ANSWERS"] is not False,
+        mobile_handoff=values["MOBILE_HANDOFF"],
+        code_endpoint=values["CODE_ENDPOINT"],
+        aes_key=values["AES_KEY"],
         **(certificates or {}),
     )
     return loaded, []
@@ -297,3 +304,22 @@ def _certificates(
             for subject, not_after in certificate_expiries(texts[key])
         ),
     }
+
+
+def markdown_table(prefix: str = "ALIPAY_") -> str:
+    """The settings table of ``docs/configuration.md``, made from SETTINGS."""
+    rows = ["| key | default | meaning | Logto |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        key = f"`{prefix}{setting.key}`"
+        if setting.material:
+            key += f" / `{prefix}{setting.key}_FILE`"
+        if setting.shown is not None:
+            default = setting.shown.replace("{prefix}", prefix)
+        elif setting.default is REQUIRED:
+            default = "required"
+        else:
+            default = f"`{setting.default}`"
+        logto = f"`{setting.logto}`" if setting.logto else "—"
+        doc = setting.doc.replace("{prefix}", prefix)
+        rows.append(f"| {key} | {default} | {doc} | {logto} |")
+    return "\n".join(rows)

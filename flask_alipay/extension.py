@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from flask import Flask, current_app, session
 from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
@@ -22,10 +23,13 @@ from flask.typing import ResponseReturnValue
 from .config import AlipayConfig, load_config
 from .errors import AlipayConfigError, AlipayError, MalformedAnswer, MissingUserId
 from .gateway import Gateway
+from .handoff import HandoffStates
 from .identity import ANONYMOUS, AlipayUser, AnonymousAlipayUser, default_unauthorized, guard
-from .oauth import AlipayOAuth2App
+from .logs import log_failure
+from .oauth import AlipayOAuth2App, valid_code
+from .phone import decrypt_phone_answer
 from .protocol import IDENTITY_FIELDS, USER_INFO_METHOD
-from .signals import send, token_refreshed
+from .signals import login_failed, send, token_refreshed, user_logged_in
 from .views import as_http_error, make_blueprint
 
 __all__ = ["DIAGNOSING", "AlipayLogin"]
@@ -45,6 +49,7 @@ class _AppState:
     config: AlipayConfig
     gateway: Gateway
     oauth: AlipayOAuth2App
+    handoff: HandoffStates
 
 
 class AlipayLogin:
@@ -85,7 +90,7 @@ class AlipayLogin:
                 return  # `flask alipay check` reports every problem itself
             raise
         self.reconfigure(app, config)
-        app.register_blueprint(make_blueprint(self, config.url_prefix))
+        app.register_blueprint(make_blueprint(self, config.url_prefix, config.code_endpoint))
         if not _has_handler(app, AlipayError):
             # An AlipayError escaping one of the site's own views (alipay.call()
             # in a view, say) is a plain 502/504, not the sign-in error page.
@@ -108,7 +113,12 @@ class AlipayLogin:
         """
         gateway = Gateway(config)
         old = self._states.get(app)
-        self._states[app] = _AppState(config, gateway, AlipayOAuth2App(gateway, self.name))
+        self._states[app] = _AppState(
+            config,
+            gateway,
+            AlipayOAuth2App(gateway, self.name),
+            HandoffStates(config.private_key),
+        )
         if old is not None:
             old.gateway.close()
 
@@ -138,6 +148,11 @@ class AlipayLogin:
     def gateway(self) -> Gateway:
         """The current app's signed gateway."""
         return self._state().gateway
+
+    @property
+    def handoff(self) -> HandoffStates:
+        """The current app's hand-off states, for phone browsers (handoff.py)."""
+        return self._state().handoff
 
     # Identity -----------------------------------------------------------
 
@@ -209,6 +224,53 @@ class AlipayLogin:
                     )
             fields.update(profile)
         return self._user(fields)
+
+    def exchange_code(self, auth_code: str) -> tuple[AlipayUser, dict[str, Any]]:
+        """An auth_code's verified token and user; no session, no signal."""
+        token = self.oauth.exchange(valid_code(auth_code))
+        return self.user_from_token(token), token
+
+    def sign_in_with_code(self, auth_code: str) -> tuple[AlipayUser, dict[str, Any]]:
+        """Sign in with an auth_code from a mini program (``my.getAuthCode``) or an app.
+
+        The same exchange and verification as the web callback, and the same
+        ``user_logged_in``, but no session is touched: for backends that issue
+        their own tokens.  Needs an app context; raises AlipayError.
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            user, token = self.exchange_code(auth_code)
+        except AlipayError as error:
+            log_failure(error)
+            send(login_failed, app, error=error, name=self.name)
+            raise
+        send(user_logged_in, app, user=user, token=token, name=self.name)
+        return user, token
+
+    def decrypt_phone_number(self, response: str, sign: str) -> dict[str, Any]:
+        """The answer of a mini program's ``my.getPhoneNumber``: ``mobile`` and the rest.
+
+        ``sign`` is verified with Alipay's key before anything is decrypted with
+        ``ALIPAY_AES_KEY``.  Raises AlipayError; the number is never logged.
+        """
+        cfg = self.config
+        if cfg.aes_key is None:
+            raise AlipayConfigError(
+                f"{self.config_prefix}AES_KEY is not set: put the 接口内容加密密钥 from the "
+                "console there to read phone numbers."
+            )
+        keys: list[RSAPublicKey] | None = None
+        if cfg.verify_answers:
+            keys = [cfg.alipay_public_key] if cfg.alipay_public_key else []
+            keys += [*cfg.alipay_certs.values(), *self.gateway.downloaded_keys]
+        return decrypt_phone_answer(
+            response,
+            sign,
+            aes=cfg.aes_key,
+            keys=keys,
+            sign_type=cfg.sign_type,
+            charset=cfg.charset,
+        )
 
     # Calls after sign-in: need an app context, not a request --------------
 

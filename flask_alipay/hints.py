@@ -62,6 +62,10 @@ HINTS: dict[str, str] = {
         "Certificate mode (公钥证书): alipay_root_cert_sn is wrong. Download "
         "alipayRootCert.crt again from the console."
     ),
+    "isv.missing-encrypt-key": (
+        "The app has no 接口内容加密 (AES) key in the console: set one under 开发设置 › "
+        "接口内容加密方式, and put the same key in ALIPAY_AES_KEY."
+    ),
     "isp.unknow-error": "Alipay is busy (系统繁忙). Try again later.",
     "aop.unknow-error": "Alipay is busy (系统繁忙). Try again later.",
 }

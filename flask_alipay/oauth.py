@@ -41,6 +41,7 @@ __all__ = [
     "AlipayOAuth2Client",
     "StateStore",
     "callback_code",
+    "valid_code",
 ]
 
 AUTH_METHOD_NAME = "alipay_rsa"
@@ -222,6 +223,10 @@ class AlipayOAuth2App(FlaskOAuth2App):  # type: ignore[misc]
         self.framework.set_state_data(session, rv["state"], {"next": next_url})
         return str(rv["url"])
 
+    def handoff_url(self, redirect_uri: str, state: str) -> str:
+        """An authorize URL whose ``state`` is kept elsewhere (a hand-off state), not here."""
+        return str(self.create_authorization_url(redirect_uri, state=state)["url"])
+
     def take_state(self, session: SessionMixin, state: str | None) -> dict[str, Any]:
         """The pending sign-in for ``state``, spent at once so a callback cannot be replayed."""
         store: StateStore = self.framework
@@ -256,8 +261,15 @@ def callback_code(args: Mapping[str, str], app_id: str) -> str:
     auth_code = args.get("auth_code", "")
     if not auth_code:
         raise SignInCancelled("Alipay did not return an auth_code: the sign-in was cancelled.")
+    return valid_code(auth_code)
+
+
+def valid_code(auth_code: str) -> str:
+    """An auth_code as Alipay issues them, or the 400 it deserves.
+
+    Alipay's codes are short and alphanumeric; anything else is not Alipay's,
+    and never reaches the gateway or a log line.
+    """
     if not _CODE.fullmatch(auth_code):
-        # Alipay's codes are short and alphanumeric; anything else is not Alipay's, and
-        # never reaches the gateway or a log line.
-        raise SignInCancelled("The callback's auth_code is not one Alipay issues.")
+        raise SignInCancelled("The auth_code is not one Alipay issues.")
     return auth_code

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from .keys import KeyFormatError, load_private_key, load_public_key
+from .phone import aes_key
 from .protocol import CHARSETS, SCOPE_SEPARATOR, SCOPES, SIGN_TYPES, is_scope_name, split_scope
 from .redirects import safe_next
 
@@ -26,7 +27,6 @@ __all__ = [
     "SESSION_ID_FIELDS",
     "SETTINGS",
     "Setting",
-    "markdown_table",
 ]
 
 
@@ -365,23 +365,26 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds allowed for each gateway call, more than 0 and at most 300",
         shown="`10`",
     ),
+    Setting(
+        "MOBILE_HANDOFF",
+        True,
+        _flag,
+        "on a phone browser outside Alipay, `/login` offers to open the sign-in in the "
+        "Alipay app (docs/mini-programs.md); `False` always redirects",
+    ),
+    Setting(
+        "CODE_ENDPOINT",
+        False,
+        _flag,
+        "serve `POST <prefix>/code`, which signs in with an `auth_code` from a mini "
+        "program or app sent as JSON",
+    ),
+    Setting(
+        "AES_KEY",
+        None,
+        aes_key,
+        "the 接口内容加密密钥 (base64), for `decrypt_phone_number`",
+        shown="none",
+        material=True,
+    ),
 )
-
-
-def markdown_table(prefix: str = "ALIPAY_") -> str:
-    """The settings table of ``docs/configuration.md``, made from SETTINGS."""
-    rows = ["| key | default | meaning | Logto |", "|---|---|---|---|"]
-    for setting in SETTINGS:
-        key = f"`{prefix}{setting.key}`"
-        if setting.material:
-            key += f" / `{prefix}{setting.key}_FILE`"
-        if setting.shown is not None:
-            default = setting.shown.replace("{prefix}", prefix)
-        elif setting.default is REQUIRED:
-            default = "required"
-        else:
-            default = f"`{setting.default}`"
-        logto = f"`{setting.logto}`" if setting.logto else "—"
-        doc = setting.doc.replace("{prefix}", prefix)
-        rows.append(f"| {key} | {default} | {doc} | {logto} |")
-    return "\n".join(rows)

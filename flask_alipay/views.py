@@ -14,6 +14,7 @@ from flask import (
     Response,
     current_app,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -23,7 +24,9 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError, default_exceptions
 
-from .errors import AlipayError
+from .errors import AlipayError, InvalidState
+from .handoff import deep_link, in_alipay, is_handoff_state, needs_handoff
+from .identity import AlipayUser
 from .logs import log_failure, log_receiver_failure
 from .oauth import callback_code
 from .redirects import safe_next
@@ -36,11 +39,13 @@ __all__ = ["ERROR_TEMPLATE", "as_http_error", "make_blueprint", "render_error"]
 
 #: The error page's template; a site overrides it with its own file of that name.
 ERROR_TEMPLATE = "flask_alipay/error.html"
+#: The page a phone browser outside Alipay gets: open in Alipay, or stay here.
+HANDOFF_TEMPLATE = "flask_alipay/handoff.html"
 #: Where the callback keeps the failed sign-in's ``next`` for the page's "Try again".
 RETRY_NEXT = "_flask_alipay_retry_next"
 
 
-def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
+def make_blueprint(ext: AlipayLogin, url_prefix: str, code_endpoint: bool = False) -> Blueprint:
     """A blueprint named after the extension, so several instances can coexist."""
     bp = Blueprint(ext.name, __name__, url_prefix=url_prefix, template_folder="templates")
 
@@ -53,36 +58,60 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
         cfg = ext.config
         next_url = safe_next(request.args.get("next")) or default_next()
         redirect_uri = cfg.redirect_uri or url_for(f"{ext.name}.callback", _external=True)
-        return redirect(ext.oauth.begin(session, redirect_uri, next_url))
+        authorize_url = ext.oauth.begin(session, redirect_uri, next_url)
+        if cfg.mobile_handoff and needs_handoff(request.headers.get("User-Agent", "")):
+            # A phone browser outside Alipay: open the sign-in in the Alipay app, whose
+            # browser has none of our cookies (a hand-off state), or stay here.
+            handoff_url = ext.oauth.handoff_url(redirect_uri, ext.handoff.issue())
+            return render_template(
+                HANDOFF_TEMPLATE,
+                open_in_alipay=deep_link(handoff_url),
+                continue_url=authorize_url,
+            )
+        return redirect(authorize_url)
 
     @bp.route("/callback")
     def callback() -> ResponseReturnValue:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = request.args.get("state")
         try:
-            pending = ext.oauth.take_state(session, request.args.get("state"))
+            if is_handoff_state(state):
+                pending = take_handoff_state(ext, str(state))
+            else:
+                pending = ext.oauth.take_state(session, state)
             g.setdefault(RETRY_NEXT, pending.get("next"))  # "Try again" goes back there too
-            token = ext.oauth.exchange(callback_code(request.args, ext.config.app_id))
-            user = ext.user_from_token(token)
+            user, token = ext.exchange_code(callback_code(request.args, ext.config.app_id))
         except AlipayError as error:
             log_failure(error)
             send(login_failed, app, error=error, name=ext.name)
             raise
-        before = dict(session)
-        ext.remember(user)
-        try:
-            results = send(user_logged_in, app, user=user, token=token, name=ext.name)
-        except Exception as error:
-            # A receiver failed (a database constraint, say): no half sign-in, neither ours
-            # nor what an earlier receiver stored (Flask-Login's login_user, say).
-            session.clear()
-            session.update(before)
-            log_receiver_failure(error, ext.name)
-            send(login_failed, app, error=error, name=ext.name)
-            raise
-        for _receiver, result in results:
-            if isinstance(result, Response):
-                return result
-        return redirect(str(pending.get("next") or default_next()))
+        overridden = sign_in(ext, user, token)
+        return overridden or redirect(str(pending.get("next") or default_next()))
+
+    if code_endpoint:
+
+        @bp.route("/code", methods=["POST"])
+        def code() -> ResponseReturnValue:
+            """An auth_code from a mini program or app, as JSON; signs in to the session."""
+            if request.mimetype != "application/json":
+                # JSON only: a cross-site form cannot send it, so no page can sign a
+                # visitor in as someone else.
+                return _json_error("unsupported_media_type", "Send JSON.", 415)
+            body = request.get_json(silent=True)
+            auth_code = body.get("auth_code") if isinstance(body, dict) else None
+            if not isinstance(auth_code, str) or not auth_code:
+                return _json_error("bad_request", 'Send {"auth_code": "..."}.', 400)
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            try:
+                user, token = ext.exchange_code(auth_code)
+            except AlipayError as error:
+                log_failure(error)
+                send(login_failed, app, error=error, name=ext.name)
+                return _json_error(error.reason, error.message, error.status_code, error.sub_code)
+            overridden = sign_in(ext, user, token)
+            return overridden or jsonify(
+                user={**user.to_dict(), "id": user.id, "id_kind": user.id_kind}
+            )
 
     @bp.route("/logout", methods=["POST"])
     def logout() -> ResponseReturnValue:
@@ -101,6 +130,43 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
 
     bp.register_error_handler(AlipayError, lambda error: render_error(ext, error))
     return bp
+
+
+def take_handoff_state(ext: AlipayLogin, state: str) -> dict[str, Any]:
+    """A hand-off sign-in ends in Alipay's own browser, and only there; once, unexpired."""
+    if not ext.config.mobile_handoff or not in_alipay(request.headers.get("User-Agent", "")):
+        raise InvalidState(case="unknown")
+    ext.handoff.redeem(state)
+    return {}  # it carries no next: the sign-in lands on ALIPAY_DEFAULT_NEXT
+
+
+def sign_in(ext: AlipayLogin, user: AlipayUser, token: dict[str, Any]) -> Response | None:
+    """Keep the user in the session and tell the receivers; a receiver's Response wins.
+
+    A receiver that fails (a database constraint, say) leaves no half sign-in,
+    neither ours nor what an earlier receiver stored (Flask-Login's, say).
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    before = dict(session)
+    ext.remember(user)
+    try:
+        results = send(user_logged_in, app, user=user, token=token, name=ext.name)
+    except Exception as error:
+        session.clear()
+        session.update(before)
+        log_receiver_failure(error, ext.name)
+        send(login_failed, app, error=error, name=ext.name)
+        raise
+    for _receiver, result in results:
+        if isinstance(result, Response):
+            return result
+    return None
+
+
+def _json_error(
+    error: str, message: str, status: int, sub_code: str | None = None
+) -> ResponseReturnValue:
+    return jsonify(error=error, message=message, sub_code=sub_code), status
 
 
 def cross_site(fetch_site: str | None, origin: str | None, host_url: str) -> bool:

@@ -142,6 +142,11 @@ class Gateway:
         return protocol.read_answer(self.config, method, status, content, self._downloaded)
 
     @property
+    def downloaded_keys(self) -> tuple[RSAPublicKey, ...]:
+        """The keys of Alipay certificates downloaded since start-up."""
+        return tuple(self._downloaded.values())
+
+    @property
     def downloaded_certs(self) -> tuple[str, ...]:
         """The SNs of Alipay certificates downloaded since start-up, oldest first."""
         return tuple(self._downloaded)

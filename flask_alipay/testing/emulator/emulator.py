@@ -18,6 +18,7 @@ from flask import Flask
 
 from flask_alipay.keys import load_public_key, public_key_base64
 
+from .clients import NativeClients
 from .control import add_control_routes
 from .gateway import GatewayView
 from .methods import Methods
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["AlipayEmulator"]
 
 
-class AlipayEmulator:
+class AlipayEmulator(NativeClients):
     """Alipay's authorize page and gateway, played by the protocol, for tests.
 
     Point ``ALIPAY_AUTHORIZE_URL``, ``ALIPAY_GATEWAY_URL`` and
@@ -233,11 +234,16 @@ class AlipayEmulator:
         return self._state.user(key)
 
     def issue_code(
-        self, user_key: str | None = None, scope: str = "auth_user", app_id: str | None = None
+        self,
+        user_key: str | None = None,
+        scope: str = "auth_user",
+        app_id: str | None = None,
+        path: str = "mini_program",
     ) -> str:
-        """Mint an auth_code as if the user had approved, without the browser leg."""
+        """An auth_code as ``my.getAuthCode`` (``path="mini_program"``) or the Alipay app
+        SDK (``"app"``) gives a client: the user approved, no browser leg."""
         user = self.user(user_key)
-        return self._state.issue_code(user.key, scope, app_id or self.app_id, self.code_ttl)
+        return self._state.issue_code(user.key, scope, app_id or self.app_id, self.code_ttl, path)
 
     def expire_code(self, code: str) -> None:
         """Make an auth_code expired, to test the path without waiting."""

@@ -225,6 +225,7 @@ class Methods:
         grant = self.state.redeem_code(code)
         if grant is None or grant.app_id != app_id or grant.expired():
             raise _invalid("isv.code-invalid", "授权码code无效")
+        self.state.record_sign_in(grant)
         return grant
 
     def _redeem_refresh_token(self, token: str, app_id: str) -> Grant:

@@ -35,7 +35,11 @@ class Host(Protocol):
     default_user: EmulatedUser
 
     def issue_code(
-        self, user_key: str | None = ..., scope: str = ..., app_id: str | None = ...
+        self,
+        user_key: str | None = ...,
+        scope: str = ...,
+        app_id: str | None = ...,
+        path: str = ...,
     ) -> str:
         """Mint an auth_code as if the user had approved."""
         ...
@@ -66,7 +70,9 @@ class Pages:
             user_key = request.args.get("login_as") or None
         else:
             return self._consent_page(app_id, scope, request.args.get("login_as"))
-        code = self.host.issue_code(user_key, scope, app_id)
+        # Inside Alipay's own browser (a phone's hand-off), or any other browser.
+        path = "alipay_app" if "AlipayClient" in request.headers.get("User-Agent", "") else "web"
+        code = self.host.issue_code(user_key, scope, app_id, path)
         params = [
             ("app_id", app_id),
             ("source", "alipay_wallet"),

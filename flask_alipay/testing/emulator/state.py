@@ -155,6 +155,9 @@ class Grant:
     user_key: str
     scope: str
     expires_at: float
+    #: Where the code came from: ``web`` (the authorize page in a browser),
+    #: ``alipay_app`` (that page inside Alipay's own browser), ``mini_program`` or ``app``.
+    path: str = "web"
 
     def expired(self) -> bool:
         """Monotonic time, so a test that moves the wall clock does not expire grants."""
@@ -175,6 +178,8 @@ class State:
         self.refresh_tokens: dict[str, Grant] = {}
         self.counts: dict[str, int] = {}
         self.authorize_count = 0
+        #: (user key, path) of every code traded for tokens, in order.
+        self.sign_ins: list[tuple[str, str]] = []
 
     # -- apps and users --------------------------------------------------------
 
@@ -248,10 +253,12 @@ class State:
 
     # -- grants ------------------------------------------------------------------
 
-    def issue_code(self, user_key: str, scope: str, app_id: str, ttl: float) -> str:
+    def issue_code(
+        self, user_key: str, scope: str, app_id: str, ttl: float, path: str = "web"
+    ) -> str:
         """Mint an auth_code for a user who approved ``scope`` for ``app_id``."""
         code = secrets.token_hex(16)
-        grant = Grant(app_id, user_key, scope, time.monotonic() + ttl)
+        grant = Grant(app_id, user_key, scope, time.monotonic() + ttl, path)
         with self.lock:
             self.codes[code] = grant
         return code
@@ -276,6 +283,11 @@ class State:
         """Codes are single-use: burned here whether or not the exchange succeeds."""
         with self.lock:
             return self.codes.pop(code, None)
+
+    def record_sign_in(self, grant: Grant) -> None:
+        """A code was traded for tokens: who signed in, and by which path."""
+        with self.lock:
+            self.sign_ins.append((grant.user_key, grant.path))
 
     def redeem_refresh_token(self, token: str) -> Grant | None:
         """Refresh tokens are single-use too: a refresh issues a new one."""
@@ -349,6 +361,7 @@ class State:
         with self.lock:
             self.requests.clear()
             self.injections.clear()
+            self.sign_ins.clear()
 
     def stats(self) -> dict[str, Any]:
         """Counts since start, users, and the injections still pending."""
