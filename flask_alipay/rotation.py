@@ -3,26 +3,44 @@
 When Alipay rotates its certificate, answers name an ``alipay_cert_sn`` the
 site does not hold.  ``gateway/`` then asks ``alipay.open.app.alipaycert.download``
 for it once; this module builds that request's business parameters and reads
-the answer, trusting the certificate only if it chains to ``ALIPAY_ROOT_CERT``.
-No I/O happens here.
+the answer, trusting the certificate only if it chains to ``ALIPAY_ROOT_CERT``,
+and keeps what was downloaded (:class:`DownloadedCerts`).  No I/O happens here:
+``gateway/`` hands in the function that downloads.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
 from . import protocol
 from .certs import CertificateError, LeafCertificate, trusted_leaf
-from .errors import CertificateRotated, MalformedAnswer, UnverifiedAnswer
+from .errors import (
+    AlipayError,
+    CertificateRotated,
+    GatewayTimedOut,
+    MalformedAnswer,
+    UnverifiedAnswer,
+)
 
 if TYPE_CHECKING:
     from .config import AlipayConfig
 
-__all__ = ["CERT_DOWNLOAD_METHOD", "cert_download_business", "read_downloaded_cert"]
+__all__ = [
+    "CERT_DOWNLOAD_METHOD",
+    "DownloadedCerts",
+    "cert_download_business",
+    "read_downloaded_cert",
+]
 
 #: Certificate mode: fetch the Alipay certificate an answer names (after a rotation).
 CERT_DOWNLOAD_METHOD = "alipay.open.app.alipaycert.download"
@@ -70,3 +88,73 @@ def read_downloaded_cert(
     except UnverifiedAnswer:
         raise CertificateRotated("Alipay's certificate download answer did not verify.") from None
     return leaf
+
+
+class _Flight:
+    """One SN's download in progress: its outcome, once ``done`` is set."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.key: RSAPublicKey | None = None
+        self.error: AlipayError | None = None
+
+    def outcome(self, wait: float) -> RSAPublicKey:
+        """The downloaded key, or (a copy of) the error the download raised."""
+        if not self.done.wait(wait):
+            raise GatewayTimedOut("The Alipay gateway timed out.")
+        if self.key is not None:
+            return self.key
+        # A copy, so that threads raising one error never share one traceback.
+        raise (
+            copy.copy(self.error)
+            if self.error is not None
+            else CertificateRotated("Alipay's new certificate could not be downloaded.")
+        )
+
+
+class DownloadedCerts:
+    """Alipay certificates downloaded since start-up, by SN, at most ``limit`` of them.
+
+    A rotation makes many concurrent answers name one new SN.  The first request
+    downloads it; the others wait (at most ``wait`` seconds, ALIPAY_TIMEOUT) for
+    that one result and share it, success or failure, so N requests never queue
+    for N downloads of ALIPAY_TIMEOUT each.  Different SNs never wait for each other.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._keys: OrderedDict[str, RSAPublicKey] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> dict[str, RSAPublicKey]:
+        """The keys held now, by SN, oldest first."""
+        with self._lock:
+            return dict(self._keys)
+
+    def get(self, sn: str, download: Callable[[], RSAPublicKey], wait: float) -> RSAPublicKey:
+        """The key of certificate ``sn``: held, or downloaded by one caller for all."""
+        with self._lock:
+            key = self._keys.get(sn)
+            if key is not None:
+                return key
+            flight = self._flights.get(sn)
+            leading = flight is None
+            if flight is None:
+                flight = self._flights[sn] = _Flight()
+        if not leading:
+            return flight.outcome(wait)
+        try:
+            flight.key = download()
+        except AlipayError as error:
+            flight.error = error
+            raise
+        finally:
+            with self._lock:
+                del self._flights[sn]
+                if flight.key is not None:
+                    self._keys[sn] = flight.key
+                    while len(self._keys) > self._limit:
+                        self._keys.popitem(last=False)
+            flight.done.set()
+        return flight.key

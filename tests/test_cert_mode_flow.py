@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from flask import Flask
 from flask.cli import FlaskGroup
-from support.browser import sign_in
+from support.browser import authorize, finish, sign_in, start_login
 from support.keys import pem_private
+from support.raw_http import raw_server
 from support.site import build_site
 
 from flask_alipay import AlipayError, login_failed, user_logged_in
@@ -165,6 +171,123 @@ def test_a_refused_download_is_a_502_with_the_rotation_hint(
     assert response.status_code == 502
     assert errors[0].reason == "cert_rotated" and errors[0].sub_code == "isp.unknow-error"
     assert "rotated its certificate" in response.get_data(as_text=True)
+
+
+def failures(site: Flask) -> list[AlipayError]:
+    errors: list[AlipayError] = []
+    login_failed.connect(
+        lambda sender, error, **extra: errors.append(error), sender=site, weak=False
+    )
+    return errors
+
+
+def finish_together(site: Flask, count: int) -> list[Any]:
+    """``count`` sign-ins whose callbacks (token call, then any download) start at once."""
+    clients = [site.test_client() for _ in range(count)]
+    callbacks = [authorize(start_login(client)) for client in clients]
+    barrier = threading.Barrier(count)
+
+    def callback(n: int) -> Any:
+        barrier.wait(timeout=30)
+        return finish(clients[n], callbacks[n])
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(callback, range(count)))
+
+
+def test_concurrent_answers_share_one_failed_download(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    site = build_site(cert_config)
+    errors = failures(site)
+    cert_emulator.rotate_alipay_cert()
+    # Answered late, so that every callback asks while the first download is out.
+    cert_emulator.inject(method=CERT_DOWNLOAD_METHOD, sub_code="isp.unknow-error", delay=1, times=6)
+    responses = finish_together(site, 6)
+    assert [r.status_code for r in responses] == [502] * 6
+    assert len(downloads(cert_emulator)) == 1
+    assert len(errors) == 6
+    assert {(e.reason, e.sub_code) for e in errors} == {("cert_rotated", "isp.unknow-error")}
+    with site.app_context():
+        assert site.extensions["alipay"].gateway.downloaded_certs == ()
+
+
+def test_a_download_that_times_out_is_a_504_for_every_waiter(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    site = build_site({**cert_config, "ALIPAY_TIMEOUT": 1})
+    errors = failures(site)
+    cert_emulator.rotate_alipay_cert()
+    cert_emulator.inject(method=CERT_DOWNLOAD_METHOD, delay=3, times=6)
+    responses = finish_together(site, 6)
+    assert [r.status_code for r in responses] == [504] * 6
+    assert {e.reason for e in errors} == {"timeout"}
+    # One download for all six, not six in a row (which took 6 x ALIPAY_TIMEOUT).
+    assert len(downloads(cert_emulator)) == 1
+
+
+def test_a_download_does_not_wait_for_another_sns(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    site = build_site(cert_config)
+    first_sn = cert_emulator.rotate_alipay_cert()
+    # The first SN's download is answered late, and then refused.
+    cert_emulator.inject(method=CERT_DOWNLOAD_METHOD, sub_code="isp.unknow-error", delay=3)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(sign_in, site.test_client())
+        for _ in range(200):
+            if downloads(cert_emulator) or slow.done():
+                break
+            time.sleep(0.05)
+        second_sn = cert_emulator.rotate_alipay_cert()
+        assert sign_in(site.test_client()).status_code == 302
+        assert not slow.done(), "the second SN waited for the first one's download"
+        assert slow.result(timeout=30).status_code == 502
+    asked = [json.loads(r.params["biz_content"]) for r in downloads(cert_emulator)]
+    assert asked == [{"alipay_cert_sn": first_sn}, {"alipay_cert_sn": second_sn}]
+
+
+@contextmanager
+def gateway_that_hangs_up_on_downloads(emulator: AlipayEmulator) -> Iterator[str]:
+    """A gateway in front of the emulator that forwards every call but the download,
+    on which it closes the connection without a word."""
+    assert emulator.server is not None
+    target = emulator.server.gateway_url
+
+    def forward(conn: socket.socket, request: bytes) -> None:
+        head, _, body = request.partition(b"\r\n\r\n")
+        path = head.split(b"\r\n")[0].split(b" ")[1].decode("ascii")
+        if CERT_DOWNLOAD_METHOD in path:
+            return  # raw_server closes the connection
+        answer = requests.post(
+            target + "?" + path.partition("?")[2],
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
+            timeout=10,
+        )
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html;charset=utf-8\r\n"
+            + f"Content-Length: {len(answer.content)}\r\nConnection: close\r\n\r\n".encode()
+            + answer.content
+        )
+
+    with raw_server(forward) as (url, _):
+        yield url
+
+
+def test_an_unreachable_download_is_a_502_with_the_rotation_hint(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    with gateway_that_hangs_up_on_downloads(cert_emulator) as gateway:
+        site = build_site({**cert_config, "ALIPAY_GATEWAY_URL": gateway})
+        errors = failures(site)
+        cert_emulator.rotate_alipay_cert()
+        response = sign_in(site.test_client())
+    assert response.status_code == 502
+    assert errors[0].reason == "cert_rotated"
+    assert "could not be downloaded" in errors[0].message
+    assert "could not be reached" in errors[0].message
+    assert "rotated its certificate" in errors[0].hint
 
 
 def test_downloaded_certificates_are_bounded(
