@@ -14,11 +14,12 @@ import base64
 import binascii
 import copy
 import json
+import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
@@ -31,6 +32,7 @@ from .errors import (
     MalformedAnswer,
     UnverifiedAnswer,
 )
+from .keys import same_public_key
 
 if TYPE_CHECKING:
     from .config import AlipayConfig
@@ -58,7 +60,8 @@ def read_downloaded_cert(
     ``ALIPAY_ROOT_CERT``; raises CertificateRotated saying what failed.
 
     The answer is signed under the new SN itself, so it is verified with the
-    downloaded certificate, and only once the chain check has passed.
+    downloaded certificate, and only once the chain check has passed.  What is
+    kept is then read again from the bytes that verified.
     """
     try:
         answer = protocol.parse(cfg, CERT_DOWNLOAD_METHOD, status, body)
@@ -74,20 +77,43 @@ def read_downloaded_cert(
             sub_code=refused.sub_code,
             sub_msg=refused.sub_msg,
         )
-    content = answer.data.get("alipay_cert_content")
+    leaf = _chained_leaf(cfg, answer.data, now)
+    if leaf.sn != sn:
+        raise CertificateRotated("Alipay's downloaded certificate is not the one asked for.")
+    if answer.cert_sn != sn:
+        raise CertificateRotated(
+            "Alipay's certificate download answer is signed under another certificate "
+            "than the one asked for."
+        )
     try:
-        pem = base64.b64decode(str(content or ""), validate=True)
-        leaf = trusted_leaf(pem, cfg.root_certs, now)
+        verified = protocol.verify(cfg, answer, leaf.public_key)
+    except UnverifiedAnswer:
+        raise CertificateRotated("Alipay's certificate download answer did not verify.") from None
+    trusted = _chained_leaf(cfg, verified.data, now)
+    if trusted.sn != leaf.sn or not same_public_key(trusted.public_key, leaf.public_key):
+        raise CertificateRotated(
+            "The certificate in Alipay's verified download answer is not the one it verified with."
+        )
+    return trusted
+
+
+#: Whitespace a base64 text may be wrapped with (as MIME wraps it, and as the Java
+#: SDK's decoder skips); any other stray character makes it not base64.
+_BASE64_WRAPPING = re.compile(r"[ \t\r\n]+")
+
+
+def _chained_leaf(
+    cfg: AlipayConfig, data: Mapping[str, Any], now: datetime | None
+) -> LeafCertificate:
+    """The leaf of ``alipay_cert_content`` (base64 of PEM), if it chains to the root bundle."""
+    content = data.get("alipay_cert_content")
+    text = _BASE64_WRAPPING.sub("", content) if isinstance(content, str) else ""
+    try:
+        pem = base64.b64decode(text, validate=True)
+        return trusted_leaf(pem, cfg.root_certs, now)
     except (binascii.Error, ValueError) as error:
         reason = error if isinstance(error, CertificateError) else "it is not base64"
         raise CertificateRotated(f"Alipay's downloaded certificate is refused: {reason}.") from None
-    if leaf.sn != sn or answer.cert_sn != sn:
-        raise CertificateRotated("Alipay's downloaded certificate is not the one the answer named.")
-    try:
-        protocol.verify(cfg, answer, leaf.public_key)
-    except UnverifiedAnswer:
-        raise CertificateRotated("Alipay's certificate download answer did not verify.") from None
-    return leaf
 
 
 class _Flight:
