@@ -27,6 +27,8 @@ from flask_alipay.protocol import TOKEN_METHOD, USER_INFO_METHOD
 from flask_alipay.testing import AlipayEmulator
 from flask_alipay.testing.pytest_plugin import SignIn
 
+#: The conversion method of the guide, as the official SDKs name it.
+UID_TO_OPENID = "alipay.open.app.openid.uidtoopenid.batchquery"
 APPROVED = {"mobile": "13800138000", "email": "xm@example.cn", "user_name": "张小明"}
 
 
@@ -193,7 +195,7 @@ def test_scopes_without_auth_user_read_no_profile(
 def guide_snippet() -> str:
     text = (Path(__file__).parent.parent / "docs" / "openid-migration.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", textwrap.dedent(text), re.DOTALL)
-    (block,) = [b for b in blocks if "openid.batchquery" in b]
+    (block,) = [b for b in blocks if UID_TO_OPENID in b]
     return textwrap.dedent(block)
 
 
@@ -214,5 +216,18 @@ def test_the_guides_back_fill_converts_user_ids_through_the_emulator(
     assert set(found) == {a.user_id for a in [*accounts, both]}
     assert found[both.user_id] == both.open_id
     assert all(found[a.user_id] == alipay_emulator.user(a.key).open_id for a in accounts)
-    calls = [r for r in alipay_emulator.requests if r.method.endswith("openid.batchquery")]
+    calls = [r for r in alipay_emulator.requests if r.method == UID_TO_OPENID]
     assert len(calls) == 3
+    # Exactly the parameters of the SDKs' AlipayOpenAppOpenidUidtoopenidBatchqueryModel.
+    assert all(set(json.loads(call.form["biz_content"])) == {"user_id_list"} for call in calls)
+
+
+@pytest.mark.parametrize("business", [{}, {"user_id_list": []}, {"user_id_list": "2088"}])
+def test_the_emulators_conversion_refuses_a_missing_or_malformed_list(
+    make_site: Callable[..., Flask], business: dict[str, Any]
+) -> None:
+    site = make_site()
+    with site.app_context(), pytest.raises(AlipayError) as refused:
+        site.extensions["alipay"].call(UID_TO_OPENID, business)
+    assert refused.value.sub_code == "isv.invalid-parameter"
+    assert refused.value.status_code == 502
