@@ -40,7 +40,7 @@ class Finding:
 
 def examine(app: Flask, ext: AlipayLogin) -> tuple[AlipayConfig | None, list[Finding]]:
     """Check an app's settings without serving; (config when usable, findings)."""
-    from .extension import personal_fields_problem, secret_key_problem
+    from .extension import secret_key_problem, session_fields_problem
 
     prefix = ext.config_prefix
     loaded, errors = inspect_config(app.config, prefix)
@@ -57,7 +57,7 @@ def examine(app: Flask, ext: AlipayLogin) -> tuple[AlipayConfig | None, list[Fin
     if problem:
         findings.append(Finding("error", problem))
     if loaded is not None:
-        personal = personal_fields_problem(app, loaded, prefix)
+        personal = session_fields_problem(app, loaded, prefix)
         if personal:
             findings.append(Finding("error", personal))
         findings += _warnings(loaded, ext.config_prefix)

@@ -21,6 +21,7 @@ from .redirects import safe_next
 
 __all__ = [
     "CERT_FILES",
+    "COOKIE_SESSION_FIELDS",
     "ID_FIELDS",
     "REQUIRED",
     "SESSION_ID_FIELDS",
@@ -185,6 +186,14 @@ def _scope(value: Any) -> str:
 ID_FIELDS = ("open_id", "user_id")
 #: Profile fields always kept in the session: the ids.
 SESSION_ID_FIELDS = ("user_id", "open_id", "union_id")
+#: What ALIPAY_SESSION_FIELDS may name besides the ids while the session is Flask's
+#: readable cookie: an allow-list (Alipay adds fields) of facts that neither identify,
+#: locate nor reach a person.  Names, numbers, addresses, e-mail, birthdays: server-side.
+COOKIE_SESSION_FIELDS = (
+    *("nick_name", "avatar"),  # what a site shows of anyone who posts
+    *("gender", "province", "city", "country_code"),  # coarse, shared by millions
+    *("user_type", "user_status", "is_certified", "is_student_certified"),  # the account
+)
 
 
 def _id_field(value: Any) -> str:
@@ -313,7 +322,10 @@ SETTINGS: tuple[Setting, ...] = (
         ("nick_name", "avatar"),
         _session_fields,
         "profile fields kept in the session besides the ids (`user_id`, `open_id`, "
-        "`union_id`, always kept); the whole profile goes to `user_logged_in`",
+        "`union_id`, always kept); with Flask's cookie sessions only display fields ("
+        + ", ".join(f"`{name}`" for name in COOKIE_SESSION_FIELDS)
+        + "), anything else needs server-side sessions; the whole profile goes to "
+        "`user_logged_in`",
         shown="`['nick_name', 'avatar']`",
     ),
     Setting(

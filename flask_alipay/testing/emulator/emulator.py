@@ -206,12 +206,13 @@ class AlipayEmulator:
         gender: str | None = None,
         province: str | None = None,
         city: str | None = None,
-        **extra: str,
+        **extra: Any,
     ) -> EmulatedUser:
         """Create an account.  ``id_kind`` picks the ids Alipay gives: new apps get only
         ``open_id``, old ones ``user_id``, apps mid-migration both.  Other keyword
-        arguments are profile fields the app was approved for (``mobile="138..."``,
-        ``email=...``), sent by ``alipay.user.info.share``."""
+        arguments are profile fields the app was approved for, any JSON value
+        (``mobile="138..."``, ``deliver_addresses=[{...}]``), sent by
+        ``alipay.user.info.share``."""
         return self._state.add_user(
             key,
             id_kind=id_kind,
