@@ -18,6 +18,7 @@ from .config import AlipayConfig, inspect_config
 from .errors import AlipayError
 from .gateway import Gateway
 from .protocol import ENDPOINTS, TOKEN_METHOD
+from .settings import CERT_FILES
 
 if TYPE_CHECKING:
     from .extension import AlipayLogin
@@ -144,6 +145,9 @@ def _expiry_findings(cfg: AlipayConfig, prefix: str, now: datetime | None) -> li
     moment = now or datetime.now(timezone.utc)
     found = []
     for key, subject, not_after in cfg.cert_expiries:
+        if not_after is None:
+            found.append(_unread_finding(prefix, key, subject))
+            continue
         day = not_after.date().isoformat()
         what = f"{prefix}{key}: {subject} expires {day}"
         if not_after <= moment:
@@ -160,6 +164,23 @@ def _expiry_findings(cfg: AlipayConfig, prefix: str, now: datetime | None) -> li
         else:
             found.append(Finding("ok", f"{what}."))
     return found
+
+
+def _unread_finding(prefix: str, key: str, name: str) -> Finding:
+    """A certificate the cryptography library cannot load: said, not skipped.
+
+    Alipay's own root bundle holds such roots, so there it is no fault; in the
+    other two files it would be.
+    """
+    message = (
+        f"{prefix}{key}: {name} cannot be loaded by the cryptography library, so its "
+        "expiry is not checked"
+    )
+    if key == "ROOT_CERT":
+        return Finding("ok", f"{message}, and no downloaded certificate can chain to it.")
+    return Finding(
+        "warning", f"{message}.", f"Download {CERT_FILES[key]} again from the Alipay console."
+    )
 
 
 def _renew_fix(key: str) -> str:

@@ -25,12 +25,12 @@ from cryptography.x509.oid import NameOID
 from flask import Flask
 from flask.cli import FlaskGroup
 from support.browser import authorize, finish, sign_in, start_login
-from support.keys import pem_private
+from support.keys import VECTORS, pem_private
 from support.raw_http import raw_server
 from support.site import build_site
 
 from flask_alipay import AlipayError, CertificateRotated, login_failed, user_logged_in
-from flask_alipay.certs import trusted_leaf
+from flask_alipay.certs import load_roots, pem_blocks, trusted_leaf
 from flask_alipay.config import load_config
 from flask_alipay.gateway import MAX_DOWNLOADED_CERTS
 from flask_alipay.protocol import TOKEN_METHOD, node_name, parse, verify
@@ -447,6 +447,30 @@ def test_check_warns_of_a_certificate_only_within_30_days_of_its_expiry(
         assert line.startswith("WARNING") and f"in {days} days" in line, result.output
     else:
         assert line.startswith("OK") and "days" not in line, result.output
+
+
+def test_check_reports_every_root_certificate_including_those_it_cannot_load(
+    cert_emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey
+) -> None:
+    """Alipay's real bundle: four roots, one of them ECC (E1), which some cryptography
+    versions cannot load; each gets its line, loaded or not."""
+    bundle = (VECTORS / "alipayRootCert.crt").read_text()
+    config = {
+        **cert_emulator.config(),
+        "ALIPAY_PRIVATE_KEY": pem_private(app_key),
+        "ALIPAY_ROOT_CERT": bundle,
+    }
+    result = run_check(config)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "ALIPAY_ROOT_CERT:" in line]
+    assert len(lines) == len(pem_blocks(bundle)) == 4, result.output
+    (e1,) = [line for line in lines if "Ant Financial Certification Authority E1" in line]
+    assert e1.startswith("OK")
+    loads = load_roots(bundle)
+    if not any("E1" in root.subject.rfc4514_string() for root in loads):
+        assert "cannot be loaded" in e1 and "expiry is not checked" in e1
+    unloaded = [line for line in lines if "cannot be loaded" in line]
+    assert len(unloaded) == 4 - len(loads)
 
 
 def test_app_certificate_of_another_key_fails_at_start(

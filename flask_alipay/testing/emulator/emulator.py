@@ -52,9 +52,10 @@ class AlipayEmulator:
     With ``control=True`` another process can steer it over HTTP (off by
     default, when those paths answer 404): ``POST /_emulator/inject`` with a
     JSON object of :meth:`inject` keyword arguments (``method`` included),
-    ``POST /_emulator/reset`` (:meth:`reset`), ``GET /_emulator/stats`` (call
-    counts and pending injections, :meth:`stats`) and ``GET /_emulator/users``
-    (every user's ids and profile, by key).
+    ``POST /_emulator/reset`` (:meth:`reset`), ``POST /_emulator/rotate`` with a
+    JSON object of :meth:`rotate_alipay_cert` arguments (certificate mode; answers
+    the new SN), ``GET /_emulator/stats`` (call counts and pending injections,
+    :meth:`stats`) and ``GET /_emulator/users`` (every user's ids and profile, by key).
     """
 
     def __init__(
@@ -391,5 +392,7 @@ class AlipayEmulator:
         app.add_url_rule(GATEWAY_PATH, "gateway", gateway.view, methods=["GET", "POST"])
         app.add_url_rule(AVATAR_PATH + "<key>.svg", "avatar", pages.avatar)
         if self.control:
-            add_control_routes(app, self._state, self.inject, self._served_host)
+            add_control_routes(
+                app, self._state, self.inject, self.rotate_alipay_cert, self._served_host
+            )
         return app
