@@ -17,7 +17,7 @@ from flask import Flask
 from .config import AlipayConfig, inspect_config
 from .errors import AlipayError
 from .gateway import Gateway
-from .protocol import ENDPOINTS, TOKEN_METHOD
+from .protocol import ENDPOINTS, SCOPES, TOKEN_METHOD, is_known_scope, split_scope
 from .settings import CERT_FILES
 
 if TYPE_CHECKING:
@@ -106,6 +106,16 @@ def _warnings(cfg: AlipayConfig, prefix: str, now: datetime | None = None) -> li
                 f"{prefix}SIGN_TYPE is RSA, which signs with SHA-1.",
                 "Use RSA2 (SHA256withRSA): set the console's 接口加签方式 to RSA2 and "
                 f"{prefix}SIGN_TYPE=RSA2.",
+            )
+        )
+    unknown = [scope for scope in split_scope(cfg.scope) if not is_known_scope(scope)]
+    if unknown:
+        found.append(
+            Finding(
+                "warning",
+                f"{prefix}SCOPE names {', '.join(unknown)}, which is not among the scopes "
+                f"Alipay documents ({', '.join(SCOPES)}).",
+                "Check the spelling. A scope Alipay approved for your app is fine as it is.",
             )
         )
     production_gateway = cfg.gateway_url == ENDPOINTS[False][1]

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from .keys import KeyFormatError, load_private_key, load_public_key
-from .protocol import CHARSETS, SCOPE_SEPARATOR, SCOPES, SIGN_TYPES, is_scope_name, split_scope
+from .protocol import CHARSETS, SCOPE_SEPARATOR, SIGN_TYPES, is_scope_name, split_scope
 from .redirects import safe_next
 
 __all__ = [
@@ -174,8 +174,8 @@ def _scope(value: Any) -> str:
     for scope in scopes:
         if not is_scope_name(scope):
             raise ValueError(
-                f"must be one of {', '.join(SCOPES)}, or several separated by commas; "
-                f"got {scope[:40]!r}."
+                "must be scope names (lowercase letters, digits and _, such as auth_user), "
+                f"several separated by commas; got {scope[:40]!r}."
             )
     if "auth_base" in scopes and len(scopes) > 1:
         raise ValueError("auth_base is the silent sign-in: ask for it alone.")
@@ -305,9 +305,9 @@ SETTINGS: tuple[Setting, ...] = (
         "SCOPE",
         "auth_user",
         _scope,
-        "`auth_user` (consent page and profile) or `auth_base` (silent, ids only); several "
-        "scopes separated by commas (`auth_user,auth_ecard`), the profile read when "
-        "`auth_user` is among them",
+        "`auth_user` (consent page and profile), `auth_base` (silent, ids only, alone), or "
+        "several scopes separated by commas (`auth_user,auth_ecard`), the profile read when "
+        "`auth_user` is among them; `flask alipay check` warns of names Alipay does not list",
         logto="scope",
     ),
     Setting(
