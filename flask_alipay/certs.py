@@ -140,13 +140,23 @@ def load_roots(text: str | bytes) -> tuple[x509.Certificate, ...]:
     return tuple(cert for der in pem_blocks(text) if (cert := _load(der)) is not None)
 
 
-def certificate_expiries(text: str | bytes) -> list[tuple[str, datetime]]:
-    """(subject, last valid moment) of each certificate in a file, for ``flask alipay check``."""
-    found = []
-    for der in pem_blocks(text):
+def certificate_expiries(text: str | bytes) -> list[tuple[str, datetime | None]]:
+    """(subject, last valid moment) of each certificate in a file, for ``flask alipay check``.
+
+    A certificate ``cryptography`` cannot load (Alipay's bundle has an ECC root some
+    versions refuse) comes as (a name from the lenient reader, None): reported as
+    unread, never skipped.
+    """
+    found: list[tuple[str, datetime | None]] = []
+    for number, der in enumerate(pem_blocks(text), start=1):
         cert = _load(der)
         if cert is not None:
             found.append((cert.subject.rfc4514_string(), cert.not_valid_after_utc))
+            continue
+        try:
+            found.append((f"the certificate issued by {_read(der).issuer}", None))
+        except CertificateError:
+            found.append((f"certificate {number}", None))
     return found
 
 

@@ -74,8 +74,9 @@ class AlipayConfig:
     alipay_certs: Mapping[str, RSAPublicKey] = field(default_factory=dict)
     #: The root bundle's usable certificates, which a downloaded certificate must chain to.
     root_certs: tuple[x509.Certificate, ...] = ()
-    #: (setting without prefix, subject, last valid moment) of every readable certificate.
-    cert_expiries: tuple[tuple[str, str, datetime], ...] = ()
+    #: (setting without prefix, subject, last valid moment) of every certificate; the
+    #: moment is None for one that cannot be loaded, whose expiry is not known.
+    cert_expiries: tuple[tuple[str, str, datetime | None], ...] = ()
     #: Phones: the hand-off page, the auth_code endpoint, the key for phone numbers.
     mobile_handoff: bool = True
     code_endpoint: bool = False

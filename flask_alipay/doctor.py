@@ -18,7 +18,7 @@ from flask import Flask
 from .config import AlipayConfig, default_url_prefix, inspect_config, readable_settings
 from .errors import AlipayError, UnverifiedAnswer
 from .gateway import Gateway
-from .protocol import ENDPOINTS, TOKEN_METHOD, is_local_gateway
+from .protocol import ENDPOINTS, SCOPES, TOKEN_METHOD, is_known_scope, is_local_gateway, split_scope
 from .settings import CERT_FILES
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Report:
 
 def examine(app: Flask, ext: AlipayLogin) -> Report:
     """Check an app's settings without serving: every error, every warning, the callback."""
-    from .extension import personal_fields_problem, secret_key_problem
+    from .extension import secret_key_problem, session_fields_problem
 
     prefix = ext.config_prefix
     loaded, errors = inspect_config(app.config, prefix)
@@ -73,7 +73,7 @@ def examine(app: Flask, ext: AlipayLogin) -> Report:
     if problem:
         findings.append(Finding("error", problem))
     if loaded is not None:
-        personal = personal_fields_problem(app, loaded, prefix)
+        personal = session_fields_problem(app, loaded, prefix)
         if personal:
             findings.append(Finding("error", personal))
         findings += _key_findings(loaded, prefix)
@@ -134,6 +134,17 @@ def _setting_findings(values: Mapping[str, Any], prefix: str) -> list[Finding]:
                 f"{prefix}SIGN_TYPE=RSA2.",
             )
         )
+    scope = values.get("SCOPE")
+    unknown = [s for s in split_scope(scope) if not is_known_scope(s)] if scope else []
+    if unknown:
+        found.append(
+            Finding(
+                "warning",
+                f"{prefix}SCOPE names {', '.join(unknown)}, which is not among the scopes "
+                f"Alipay documents ({', '.join(SCOPES)}).",
+                "Check the spelling. A scope Alipay approved for your app is fine as it is.",
+            )
+        )
     gateway = values.get("GATEWAY_URL") or ENDPOINTS[bool(values.get("SANDBOX"))][1]
     app_id = str(values.get("APP_ID") or "")
     if gateway == ENDPOINTS[False][1] and app_id.startswith("9021"):
@@ -172,6 +183,9 @@ def _expiry_findings(cfg: AlipayConfig, prefix: str, now: datetime | None) -> li
     moment = now or datetime.now(timezone.utc)
     found = []
     for key, subject, not_after in cfg.cert_expiries:
+        if not_after is None:
+            found.append(_unread_finding(prefix, key, subject))
+            continue
         day = not_after.date().isoformat()
         what = f"{prefix}{key}: {subject} expires {day}"
         if not_after <= moment:
@@ -188,6 +202,23 @@ def _expiry_findings(cfg: AlipayConfig, prefix: str, now: datetime | None) -> li
         else:
             found.append(Finding("ok", f"{what}."))
     return found
+
+
+def _unread_finding(prefix: str, key: str, name: str) -> Finding:
+    """A certificate the cryptography library cannot load: said, not skipped.
+
+    Alipay's own root bundle holds such roots, so there it is no fault; in the
+    other two files it would be.
+    """
+    message = (
+        f"{prefix}{key}: {name} cannot be loaded by the cryptography library, so its "
+        "expiry is not checked"
+    )
+    if key == "ROOT_CERT":
+        return Finding("ok", f"{message}, and no downloaded certificate can chain to it.")
+    return Finding(
+        "warning", f"{message}.", f"Download {CERT_FILES[key]} again from the Alipay console."
+    )
 
 
 def _renew_fix(key: str) -> str:

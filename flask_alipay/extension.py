@@ -29,6 +29,7 @@ from .logs import log_failure
 from .oauth import AlipayOAuth2App, valid_code
 from .phone import decrypt_phone_answer
 from .protocol import IDENTITY_FIELDS, USER_INFO_METHOD
+from .settings import COOKIE_SESSION_FIELDS, SESSION_ID_FIELDS
 from .signals import login_failed, send, token_refreshed, user_logged_in
 from .views import as_http_error, make_blueprint
 
@@ -82,7 +83,7 @@ class AlipayLogin:
         try:
             config = load_config(app.config, self.config_prefix)
             _require_secret_key(app)
-            problem = personal_fields_problem(app, config, self.config_prefix)
+            problem = session_fields_problem(app, config, self.config_prefix)
             if problem:
                 raise AlipayConfigError(problem)
         except AlipayConfigError:
@@ -177,8 +178,8 @@ class AlipayLogin:
     def remember(self, user: AlipayUser) -> None:
         """Store the ids and ``ALIPAY_SESSION_FIELDS`` in the session, under a new session id.
 
-        Never tokens, and by default no personal data beyond nickname and
-        avatar: Flask's session is a signed but readable cookie.
+        Never tokens, and with cookie sessions no personal data (init_app refuses
+        it): Flask's session is a signed but readable cookie.
 
         A server-side session keeps its id in the cookie, so an attacker who planted
         an id in the victim's browser would share the signed-in session: the id is
@@ -334,18 +335,21 @@ def _require_secret_key(app: Flask) -> None:
         raise AlipayConfigError(problem)
 
 
-#: Profile fields that identify a person beyond the account: never in a cookie.
-PERSONAL_FIELDS = frozenset({"mobile", "email", "cert_no", "cert_type", "user_name", "phone"})
+def session_fields_problem(app: Flask, config: AlipayConfig, prefix: str) -> str | None:
+    """Why ALIPAY_SESSION_FIELDS would put personal data in the readable cookie, or None.
 
-
-def personal_fields_problem(app: Flask, config: AlipayConfig, prefix: str) -> str | None:
-    """Why ALIPAY_SESSION_FIELDS would put personal data in the readable cookie, or None."""
-    personal = sorted(PERSONAL_FIELDS.intersection(config.session_fields))
+    With cookie sessions only the ids and settings.COOKIE_SESSION_FIELDS may be
+    kept: an allow-list, so a field Alipay adds later is refused until judged.
+    """
+    allowed = {*SESSION_ID_FIELDS, *COOKIE_SESSION_FIELDS}
+    personal = [name for name in config.session_fields if name not in allowed]
     if personal and _cookie_sessions(app):
         return (
-            f"{prefix}SESSION_FIELDS keeps {', '.join(personal)} in Flask's session cookie, "
-            "which the browser can read. Keep such fields in your database from the "
-            "user_logged_in signal, or use server-side sessions (Flask-Session)."
+            f"{prefix}SESSION_FIELDS names {', '.join(personal)}, which Flask's session "
+            "cookie would carry where the browser can read it. With cookie sessions it may "
+            f"name only display fields: {', '.join(COOKIE_SESSION_FIELDS)}. Keep other "
+            "fields in your database from the user_logged_in signal, or use server-side "
+            "sessions (Flask-Session)."
         )
     return None
 

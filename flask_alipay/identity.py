@@ -1,11 +1,13 @@
 """Who is signed in: AlipayUser, the anonymous user, and the guard for views.
 
-Only the identity and profile are kept in the session, never tokens: the
-session is a signed but readable cookie by default.
+Only the ids and a few display fields are kept in the session, never tokens:
+the session is a signed but readable cookie by default.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -48,13 +50,17 @@ EXEMPT_METHODS = frozenset({"OPTIONS"})
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class AlipayUser(Mapping[str, str]):
+class AlipayUser(Mapping[str, Any]):
     """A signed-in Alipay user: a read-only mapping of the verified profile.
 
     ``id`` is always the field ``ALIPAY_ID_FIELD`` names (``open_id`` by
     default), never "whichever is present": during Alipay's OpenID migration an
     answer may carry both, and a key that switched silently would orphan accounts.
     Both ids stay readable as ``user["user_id"]`` and ``user["open_id"]``.
+
+    Text and numbers read as strings; lists and objects (``deliver_addresses``,
+    ``person_pictures``...) and ``true``/``false`` stay as Alipay sent them, as
+    JSON values.  A field Alipay left out or sent empty is absent.
     """
 
     __slots__ = ("_fields", "_id_field")
@@ -63,16 +69,13 @@ class AlipayUser(Mapping[str, str]):
     is_anonymous = False
 
     def __init__(self, fields: Mapping[str, Any], id_field: str = "open_id") -> None:
-        kept = {
-            name: str(value)
-            for name, value in fields.items()
-            if isinstance(name, str)
-            and name not in _ANSWER_FIELDS
-            and isinstance(value, (str, int, float))
-            and not isinstance(value, bool)
-            and str(value) != ""
-        }
-        if id_field not in kept:
+        kept: dict[str, Any] = {}
+        for name, value in fields.items():
+            if isinstance(name, str) and name not in _ANSWER_FIELDS:
+                field = _profile_value(value)
+                if field is not None:
+                    kept[name] = field
+        if not isinstance(kept.get(id_field), str):
             raise ValueError(f"an Alipay user needs a {id_field}")
         self._fields = kept
         self._id_field = id_field
@@ -80,15 +83,17 @@ class AlipayUser(Mapping[str, str]):
     @property
     def id(self) -> str:
         """The stable key for this user in this app: the ``ALIPAY_ID_FIELD`` field."""
-        return self._fields[self._id_field]
+        return str(self._fields[self._id_field])
 
     @property
     def id_kind(self) -> str:
         """Which id ``id`` is: ``"open_id"`` or ``"user_id"``."""
         return self._id_field
 
-    def __getitem__(self, name: str) -> str:
-        return self._fields[name]
+    def __getitem__(self, name: str) -> Any:
+        value = self._fields[name]
+        # A copy of a list or object, so the user stays read-only.
+        return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._fields)
@@ -107,9 +112,9 @@ class AlipayUser(Mapping[str, str]):
     def __repr__(self) -> str:
         return f"AlipayUser({self.id_kind}={self.id!r})"
 
-    def to_dict(self) -> dict[str, str]:
-        """Every field, as a plain dict (for JSON; the session keeps fewer)."""
-        return dict(self._fields)
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, as a plain dict of JSON values (the session keeps fewer)."""
+        return copy.deepcopy(self._fields)
 
     def only(self, names: Iterable[str]) -> AlipayUser:
         """The same user with only these fields (and its id): what a session keeps."""
@@ -117,7 +122,7 @@ class AlipayUser(Mapping[str, str]):
         return AlipayUser({k: v for k, v in self._fields.items() if k in wanted}, self._id_field)
 
 
-class AnonymousAlipayUser(Mapping[str, str]):
+class AnonymousAlipayUser(Mapping[str, Any]):
     """Nobody is signed in: falsy, empty, ``is_authenticated`` False.
 
     ``current_alipay_user`` is this rather than None, so ``if
@@ -132,7 +137,7 @@ class AnonymousAlipayUser(Mapping[str, str]):
     id: str | None = None
     id_kind: str | None = None
 
-    def __getitem__(self, name: str) -> str:
+    def __getitem__(self, name: str) -> Any:
         raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:
@@ -150,11 +155,32 @@ class AnonymousAlipayUser(Mapping[str, str]):
     def __repr__(self) -> str:
         return "AnonymousAlipayUser()"
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return {}
 
 
 ANONYMOUS = AnonymousAlipayUser()
+
+
+def _profile_value(value: Any) -> Any:
+    """A profile field as kept, or None to leave it out.
+
+    Strings stay, numbers become strings (ids have come as both); booleans,
+    lists and objects are kept as JSON values, copied, so a session can store
+    them; anything empty or not JSON is left out.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, (list, dict)) and value:
+        try:
+            return json.loads(json.dumps(value, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
 def default_extension() -> AlipayLogin:

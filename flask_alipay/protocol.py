@@ -64,6 +64,7 @@ __all__ = [
     "alipay_error",
     "answer_key",
     "beijing_timestamp",
+    "is_known_scope",
     "is_local_gateway",
     "is_scope_name",
     "node_name",
@@ -97,8 +98,18 @@ def split_scope(scope: str) -> list[str]:
     )
 
 
+#: What a scope name looks like: Alipay approves more scopes than it documents in one
+#: place, so any such name is accepted and only a malformed one refused.
+_SCOPE_NAME = re.compile(r"[a-z0-9_]+")
+
+
 def is_scope_name(name: str) -> bool:
-    """One of the scopes Alipay documents; a typo fails at start-up, not on Alipay's page."""
+    """A well-formed scope name: lowercase letters, digits and ``_``."""
+    return _SCOPE_NAME.fullmatch(name) is not None
+
+
+def is_known_scope(name: str) -> bool:
+    """One of the scopes in SCOPES; ``flask alipay check`` warns of others (a typo?)."""
     return name in SCOPES
 
 

@@ -17,11 +17,12 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 
 from .keys import KeyFormatError, load_private_key, load_public_key
 from .phone import aes_key
-from .protocol import CHARSETS, SCOPE_SEPARATOR, SCOPES, SIGN_TYPES, is_scope_name, split_scope
+from .protocol import CHARSETS, SCOPE_SEPARATOR, SIGN_TYPES, is_scope_name, split_scope
 from .redirects import safe_next
 
 __all__ = [
     "CERT_FILES",
+    "COOKIE_SESSION_FIELDS",
     "ID_FIELDS",
     "REQUIRED",
     "SESSION_ID_FIELDS",
@@ -173,8 +174,8 @@ def _scope(value: Any) -> str:
     for scope in scopes:
         if not is_scope_name(scope):
             raise ValueError(
-                f"must be one of {', '.join(SCOPES)}, or several separated by commas; "
-                f"got {scope[:40]!r}."
+                "must be scope names (lowercase letters, digits and _, such as auth_user), "
+                f"several separated by commas; got {scope[:40]!r}."
             )
     if "auth_base" in scopes and len(scopes) > 1:
         raise ValueError("auth_base is the silent sign-in: ask for it alone.")
@@ -185,6 +186,14 @@ def _scope(value: Any) -> str:
 ID_FIELDS = ("open_id", "user_id")
 #: Profile fields always kept in the session: the ids.
 SESSION_ID_FIELDS = ("user_id", "open_id", "union_id")
+#: What ALIPAY_SESSION_FIELDS may name besides the ids while the session is Flask's
+#: readable cookie: an allow-list (Alipay adds fields) of facts that neither identify,
+#: locate nor reach a person.  Names, numbers, addresses, e-mail, birthdays: server-side.
+COOKIE_SESSION_FIELDS = (
+    *("nick_name", "avatar"),  # what a site shows of anyone who posts
+    *("gender", "province", "city", "country_code"),  # coarse, shared by millions
+    *("user_type", "user_status", "is_certified", "is_student_certified"),  # the account
+)
 
 
 def _id_field(value: Any) -> str:
@@ -296,9 +305,9 @@ SETTINGS: tuple[Setting, ...] = (
         "SCOPE",
         "auth_user",
         _scope,
-        "`auth_user` (consent page and profile) or `auth_base` (silent, ids only); several "
-        "scopes separated by commas (`auth_user,auth_ecard`), the profile read when "
-        "`auth_user` is among them",
+        "`auth_user` (consent page and profile), `auth_base` (silent, ids only, alone), or "
+        "several scopes separated by commas (`auth_user,auth_ecard`), the profile read when "
+        "`auth_user` is among them; `flask alipay check` warns of names Alipay does not list",
         logto="scope",
     ),
     Setting(
@@ -313,7 +322,10 @@ SETTINGS: tuple[Setting, ...] = (
         ("nick_name", "avatar"),
         _session_fields,
         "profile fields kept in the session besides the ids (`user_id`, `open_id`, "
-        "`union_id`, always kept); the whole profile goes to `user_logged_in`",
+        "`union_id`, always kept); with Flask's cookie sessions only display fields ("
+        + ", ".join(f"`{name}`" for name in COOKIE_SESSION_FIELDS)
+        + "), anything else needs server-side sessions; the whole profile goes to "
+        "`user_logged_in`",
         shown="`['nick_name', 'avatar']`",
     ),
     Setting(
@@ -369,22 +381,20 @@ SETTINGS: tuple[Setting, ...] = (
         "MOBILE_HANDOFF",
         True,
         _flag,
-        "on a phone browser outside Alipay, `/login` offers to open the sign-in in the "
-        "Alipay app (docs/mini-programs.md); `False` always redirects",
+        "a phone browser outside Alipay may open the sign-in in the Alipay app; `False`: redirect",
     ),
     Setting(
         "CODE_ENDPOINT",
         False,
         _flag,
-        "serve `POST <prefix>/code`, which signs in with an `auth_code` from a mini "
-        "program or app sent as JSON",
+        "serve `POST <prefix>/code`: sign in with a mini program's or app's `auth_code` (JSON)",
     ),
     Setting(
         "AES_KEY",
         None,
         aes_key,
-        "the 接口内容加密密钥 (base64), for `decrypt_phone_number`",
-        shown="none",
-        material=True,
+        "接口内容加密密钥 (base64), for `decrypt_phone_number`",
+        "none",
+        True,
     ),
 )

@@ -24,9 +24,12 @@ from flask_alipay import (
     user_logged_in,
 )
 from flask_alipay.protocol import TOKEN_METHOD, USER_INFO_METHOD
+from flask_alipay.settings import COOKIE_SESSION_FIELDS
 from flask_alipay.testing import AlipayEmulator
 from flask_alipay.testing.pytest_plugin import SignIn
 
+#: The conversion method of the guide, as the official SDKs name it.
+UID_TO_OPENID = "alipay.open.app.openid.uidtoopenid.batchquery"
 APPROVED = {"mobile": "13800138000", "email": "xm@example.cn", "user_name": "张小明"}
 
 
@@ -154,12 +157,98 @@ def test_session_fields_choose_what_the_session_keeps(
     assert set(session_user(site, client)) == {"user_id", "open_id", "city"}
 
 
-@pytest.mark.parametrize("fields", [["nick_name", "mobile"], "email"])
-def test_personal_fields_never_go_into_a_cookie_session(
-    make_site: Callable[..., Flask], fields: Any
+#: List fields of AlipayUserInfoShareResponse, shaped as its domain classes are.
+LISTS: dict[str, Any] = {
+    "deliver_addresses": [
+        {
+            "address": "文一西路969号",
+            "deliver_city": "杭州市",
+            "deliver_province": "浙江省",
+            "default_deliver_address": "T",
+        }
+    ],
+    "person_pictures": [{"picture_type": "AVATAR", "picture_url": "https://example.cn/a.jpg"}],
+}
+
+
+def test_list_fields_reach_the_signal_whole_and_read_only(
+    alipay_sign_in: SignIn, make_site: Callable[..., Flask], alipay_emulator: AlipayEmulator
 ) -> None:
-    with pytest.raises(AlipayConfigError, match=r"ALIPAY_SESSION_FIELDS keeps .* session cookie"):
+    alipay_emulator.add_user("lists", mobile="13800138000", **LISTS)
+    site = make_site()
+    client = site.test_client()
+    with received(user_logged_in, site) as logins:
+        alipay_sign_in(client, "lists")
+    user = logins[0]["user"]
+    assert user["deliver_addresses"] == LISTS["deliver_addresses"]
+    assert user["person_pictures"] == LISTS["person_pictures"]
+    user["deliver_addresses"][0]["address"] = "changed"  # a copy: the user is read-only
+    assert user["deliver_addresses"] == LISTS["deliver_addresses"]
+    assert user.to_dict()["person_pictures"] == LISTS["person_pictures"]
+    assert set(session_user(site, client)) == {"open_id", "nick_name", "avatar"}
+
+
+def test_a_server_side_session_may_keep_list_and_personal_fields(
+    alipay_sign_in: SignIn,
+    make_site: Callable[..., Flask],
+    alipay_emulator: AlipayEmulator,
+    tmp_path: Path,
+) -> None:
+    from cachelib import FileSystemCache
+    from flask_session import Session
+
+    alipay_emulator.add_user("kept", mobile="13800138000", **LISTS)
+    site = make_site(
+        SESSION_TYPE="cachelib",
+        SESSION_CACHELIB=FileSystemCache(str(tmp_path)),
+        ALIPAY_SESSION_FIELDS=["nick_name", "mobile", "deliver_addresses"],
+    )
+    Session(site)
+    client = site.test_client()
+    assert alipay_sign_in(client, "kept").status_code == 302
+    me = client.get("/api/me").get_json()
+    assert me["mobile"] == "13800138000"
+    assert me["deliver_addresses"] == LISTS["deliver_addresses"]
+    assert "person_pictures" not in me
+
+
+def test_emulated_profile_fields_must_be_json(alipay_emulator: AlipayEmulator) -> None:
+    with pytest.raises(ValueError, match="must be JSON values"):
+        alipay_emulator.add_user("odd", pictures={1, 2})
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        (["nick_name", "mobile"], "mobile"),
+        ("email", "email"),
+        (["display_name"], "display_name"),
+        (["avatar", "person_birthday", "cert_no"], "person_birthday, cert_no"),
+        (["deliver_addresses"], "deliver_addresses"),
+        (["some_field_alipay_adds_later"], "some_field_alipay_adds_later"),
+    ],
+)
+def test_only_display_fields_may_go_into_a_cookie_session(
+    make_site: Callable[..., Flask], fields: Any, named: str
+) -> None:
+    with pytest.raises(AlipayConfigError) as refused:
         make_site(ALIPAY_SESSION_FIELDS=fields)
+    message = str(refused.value)
+    assert message.startswith(f"ALIPAY_SESSION_FIELDS names {named}, which Flask's session")
+    assert "server-side sessions" in message
+
+
+def test_every_display_field_may_go_into_a_cookie_session(
+    alipay_sign_in: SignIn, make_site: Callable[..., Flask], alipay_emulator: AlipayEmulator
+) -> None:
+    shown = {"country_code": "CN", "user_type": "2", "user_status": "T", "is_certified": "T"}
+    alipay_emulator.add_user("shown", gender="f", province="浙江省", city="杭州市", **shown)
+    site = make_site(ALIPAY_SESSION_FIELDS=list(COOKIE_SESSION_FIELDS))
+    client = site.test_client()
+    alipay_sign_in(client, "shown")
+    stored = session_user(site, client)
+    assert {name: stored[name] for name in shown} == shown
+    assert (stored["gender"], stored["city"]) == ("f", "杭州市")
 
 
 # Scopes -----------------------------------------------------------------------------
@@ -193,7 +282,7 @@ def test_scopes_without_auth_user_read_no_profile(
 def guide_snippet() -> str:
     text = (Path(__file__).parent.parent / "docs" / "openid-migration.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", textwrap.dedent(text), re.DOTALL)
-    (block,) = [b for b in blocks if "openid.batchquery" in b]
+    (block,) = [b for b in blocks if UID_TO_OPENID in b]
     return textwrap.dedent(block)
 
 
@@ -214,5 +303,18 @@ def test_the_guides_back_fill_converts_user_ids_through_the_emulator(
     assert set(found) == {a.user_id for a in [*accounts, both]}
     assert found[both.user_id] == both.open_id
     assert all(found[a.user_id] == alipay_emulator.user(a.key).open_id for a in accounts)
-    calls = [r for r in alipay_emulator.requests if r.method.endswith("openid.batchquery")]
+    calls = [r for r in alipay_emulator.requests if r.method == UID_TO_OPENID]
     assert len(calls) == 3
+    # Exactly the parameters of the SDKs' AlipayOpenAppOpenidUidtoopenidBatchqueryModel.
+    assert all(set(json.loads(call.form["biz_content"])) == {"user_id_list"} for call in calls)
+
+
+@pytest.mark.parametrize("business", [{}, {"user_id_list": []}, {"user_id_list": "2088"}])
+def test_the_emulators_conversion_refuses_a_missing_or_malformed_list(
+    make_site: Callable[..., Flask], business: dict[str, Any]
+) -> None:
+    site = make_site()
+    with site.app_context(), pytest.raises(AlipayError) as refused:
+        site.extensions["alipay"].call(UID_TO_OPENID, business)
+    assert refused.value.sub_code == "isv.invalid-parameter"
+    assert refused.value.status_code == 502

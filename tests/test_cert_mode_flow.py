@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,13 +24,22 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from flask import Flask
 from flask.cli import FlaskGroup
-from support.browser import sign_in
-from support.keys import pem_private
+from support.browser import authorize, finish, sign_in, start_login
+from support.keys import VECTORS, pem_private
+from support.raw_http import raw_server
 from support.site import build_site
 
-from flask_alipay import AlipayError, login_failed, user_logged_in
+from flask_alipay import AlipayError, CertificateRotated, login_failed, user_logged_in
+from flask_alipay.certs import load_roots, pem_blocks, trusted_leaf
+from flask_alipay.config import load_config
 from flask_alipay.gateway import MAX_DOWNLOADED_CERTS
-from flask_alipay.rotation import CERT_DOWNLOAD_METHOD
+from flask_alipay.protocol import TOKEN_METHOD, node_name, parse, verify
+from flask_alipay.rotation import (
+    CERT_DOWNLOAD_METHOD,
+    cert_download_business,
+    read_downloaded_cert,
+)
+from flask_alipay.signing import sign_text
 from flask_alipay.testing import AlipayEmulator
 
 
@@ -164,7 +179,218 @@ def test_a_refused_download_is_a_502_with_the_rotation_hint(
     response = sign_in(site.test_client())
     assert response.status_code == 502
     assert errors[0].reason == "cert_rotated" and errors[0].sub_code == "isp.unknow-error"
-    assert "rotated its certificate" in response.get_data(as_text=True)
+    assert "rotated its certificate" in errors[0].hint  # in the log line, and in debug mode
+
+
+def failures(site: Flask) -> list[AlipayError]:
+    errors: list[AlipayError] = []
+    login_failed.connect(
+        lambda sender, error, **extra: errors.append(error), sender=site, weak=False
+    )
+    return errors
+
+
+def finish_together(site: Flask, count: int) -> list[Any]:
+    """``count`` sign-ins whose callbacks (token call, then any download) start at once."""
+    clients = [site.test_client() for _ in range(count)]
+    callbacks = [authorize(start_login(client)) for client in clients]
+    barrier = threading.Barrier(count)
+
+    def callback(n: int) -> Any:
+        barrier.wait(timeout=30)
+        return finish(clients[n], callbacks[n])
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(callback, range(count)))
+
+
+def test_concurrent_answers_share_one_failed_download(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    site = build_site(cert_config)
+    errors = failures(site)
+    cert_emulator.rotate_alipay_cert()
+    # Answered late, so that every callback asks while the first download is out.
+    cert_emulator.inject(method=CERT_DOWNLOAD_METHOD, sub_code="isp.unknow-error", delay=1, times=6)
+    responses = finish_together(site, 6)
+    assert [r.status_code for r in responses] == [502] * 6
+    assert len(downloads(cert_emulator)) == 1
+    assert len(errors) == 6
+    assert {(e.reason, e.sub_code) for e in errors} == {("cert_rotated", "isp.unknow-error")}
+    with site.app_context():
+        assert site.extensions["alipay"].gateway.downloaded_certs == ()
+
+
+def test_a_download_that_times_out_is_a_504_for_every_waiter(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    site = build_site({**cert_config, "ALIPAY_TIMEOUT": 1})
+    errors = failures(site)
+    cert_emulator.rotate_alipay_cert()
+    cert_emulator.inject(method=CERT_DOWNLOAD_METHOD, delay=3, times=6)
+    responses = finish_together(site, 6)
+    assert [r.status_code for r in responses] == [504] * 6
+    assert {e.reason for e in errors} == {"timeout"}
+    # One download for all six, not six in a row (which took 6 x ALIPAY_TIMEOUT).
+    assert len(downloads(cert_emulator)) == 1
+
+
+def test_a_download_does_not_wait_for_another_sns(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    site = build_site(cert_config)
+    first_sn = cert_emulator.rotate_alipay_cert()
+    # The first SN's download is answered late, and then refused.
+    cert_emulator.inject(method=CERT_DOWNLOAD_METHOD, sub_code="isp.unknow-error", delay=3)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(sign_in, site.test_client())
+        for _ in range(200):
+            if downloads(cert_emulator) or slow.done():
+                break
+            time.sleep(0.05)
+        second_sn = cert_emulator.rotate_alipay_cert()
+        assert sign_in(site.test_client()).status_code == 302
+        assert not slow.done(), "the second SN waited for the first one's download"
+        assert slow.result(timeout=30).status_code == 502
+    asked = [json.loads(r.params["biz_content"]) for r in downloads(cert_emulator)]
+    assert asked == [{"alipay_cert_sn": first_sn}, {"alipay_cert_sn": second_sn}]
+
+
+@contextmanager
+def gateway_that_hangs_up_on_downloads(emulator: AlipayEmulator) -> Iterator[str]:
+    """A gateway in front of the emulator that forwards every call but the download,
+    on which it closes the connection without a word."""
+    assert emulator.server is not None
+    target = emulator.server.gateway_url
+
+    def forward(conn: socket.socket, request: bytes) -> None:
+        head, _, body = request.partition(b"\r\n\r\n")
+        path = head.split(b"\r\n")[0].split(b" ")[1].decode("ascii")
+        if CERT_DOWNLOAD_METHOD in path:
+            return  # raw_server closes the connection
+        answer = requests.post(
+            target + "?" + path.partition("?")[2],
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
+            timeout=10,
+        )
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html;charset=utf-8\r\n"
+            + f"Content-Length: {len(answer.content)}\r\nConnection: close\r\n\r\n".encode()
+            + answer.content
+        )
+
+    with raw_server(forward) as (url, _):
+        yield url
+
+
+def test_an_unreachable_download_is_a_502_with_the_rotation_hint(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    with gateway_that_hangs_up_on_downloads(cert_emulator) as gateway:
+        site = build_site({**cert_config, "ALIPAY_GATEWAY_URL": gateway})
+        errors = failures(site)
+        cert_emulator.rotate_alipay_cert()
+        response = sign_in(site.test_client())
+    assert response.status_code == 502
+    assert errors[0].reason == "cert_rotated"
+    assert "could not be downloaded" in errors[0].message
+    assert "could not be reached" in errors[0].message
+    assert "rotated its certificate" in errors[0].hint
+
+
+def test_the_answer_that_named_a_new_certificate_is_verified_with_it(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    site = build_site(cert_config)
+    errors = failures(site)
+    new_sn = cert_emulator.rotate_alipay_cert(new_key=True)
+    cert_emulator.inject(method=TOKEN_METHOD, bad_signature=True)
+    response = sign_in(site.test_client())
+    assert response.status_code == 502
+    assert errors[0].reason == "signature"
+    # The download itself was good: the certificate is held, the answer still refused.
+    assert len(downloads(cert_emulator)) == 1
+    with site.app_context():
+        assert site.extensions["alipay"].gateway.downloaded_certs == (new_sn,)
+
+
+def test_a_download_must_bring_the_certificate_asked_for_signed_under_it(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    """One real download answer that verifies, used two wrong ways: each is refused."""
+    old_sn = cert_emulator.alipay_cert_sn
+    new_sn = cert_emulator.rotate_alipay_cert()  # the same key: only the SN checks can refuse
+    site = build_site(cert_config)
+    with site.app_context():
+        gateway = site.extensions["alipay"].gateway
+        request = gateway.sign(CERT_DOWNLOAD_METHOD, cert_download_business(old_sn))
+        reply = gateway.send(request.url, request.body, request.headers)
+    cfg = gateway.config
+    answer = parse(cfg, CERT_DOWNLOAD_METHOD, reply.status_code, reply.content)
+    assert answer.cert_sn == new_sn  # the old certificate, in an answer signed under the new
+    old = trusted_leaf(base64.b64decode(answer.data["alipay_cert_content"]), cfg.root_certs)
+    assert old.sn == old_sn
+    verify(cfg, answer, old.public_key)  # it verifies: nothing but the SNs gives it away
+    with pytest.raises(CertificateRotated, match="not the one asked for"):
+        read_downloaded_cert(cfg, reply.status_code, reply.content, new_sn)
+    with pytest.raises(CertificateRotated, match="signed under another certificate"):
+        read_downloaded_cert(cfg, reply.status_code, reply.content, old_sn)
+
+
+@pytest.fixture(scope="module")
+def own_pki(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> AlipayEmulator:
+    """An emulator's PKI, never rotated: its Alipay certificate carries ``alipay_key``."""
+    return AlipayEmulator(
+        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, cert_mode=True
+    )
+
+
+def download_answer(content: str, sn: str, key: rsa.RSAPrivateKey) -> bytes:
+    """A download answer written and signed by hand, as Alipay would sign it."""
+    data = {"code": "10000", "msg": "Success", "alipay_cert_content": content}
+    node = json.dumps(data, separators=(",", ":"))
+    sign = sign_text(node, key, "RSA2", "utf-8")
+    name = node_name(CERT_DOWNLOAD_METHOD)
+    return f'{{"{name}":{node},"alipay_cert_sn":"{sn}","sign":"{sign}"}}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("wrap", "accepted"),
+    [
+        (lambda text: text, True),
+        (lambda text: "\r\n".join(text[i : i + 76] for i in range(0, len(text), 76)), True),
+        (lambda text: " " + text[:40] + "\n\t" + text[40:] + "\n", True),
+        (lambda text: text[:40] + "*" + text[40:], False),
+        (lambda text: text[:40] + "\\" + text[40:], False),
+        (lambda text: text.rstrip("=") + "=", False),
+    ],
+    ids=["plain", "mime-lines", "spaces-and-tabs", "star", "backslash", "bad-padding"],
+)
+def test_downloaded_base64_may_be_wrapped_in_whitespace_and_nothing_else(
+    own_pki: AlipayEmulator,
+    app_key: rsa.RSAPrivateKey,
+    alipay_key: rsa.RSAPrivateKey,
+    wrap: Any,
+    accepted: bool,
+) -> None:
+    cfg = load_config(
+        {
+            "ALIPAY_APP_ID": own_pki.app_id,
+            "ALIPAY_PRIVATE_KEY": pem_private(app_key),
+            "ALIPAY_APP_CERT": own_pki.app_cert_pem(),
+            "ALIPAY_ALIPAY_CERT": own_pki.alipay_cert_pem,
+            "ALIPAY_ROOT_CERT": own_pki.root_cert_pem,
+        }
+    )
+    sn = own_pki.alipay_cert_sn
+    content = wrap(base64.b64encode(own_pki.alipay_cert_pem.encode()).decode())
+    body = download_answer(content, sn, alipay_key)
+    if accepted:
+        assert read_downloaded_cert(cfg, 200, body, sn).sn == sn
+    else:
+        with pytest.raises(CertificateRotated, match="it is not base64"):
+            read_downloaded_cert(cfg, 200, body, sn)
 
 
 def test_downloaded_certificates_are_bounded(
@@ -190,8 +416,9 @@ def test_check_prints_each_certificate_expiry(
         assert re.search(rf"{key}: .+ expires \d{{4}}-\d{{2}}-\d{{2}}", result.output), key
 
 
-def test_check_warns_of_a_certificate_that_expires_within_30_days(
-    cert_emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey, tmp_path: Path
+@pytest.mark.parametrize(("days", "warned"), [(12, True), (29, True), (31, False), (200, False)])
+def test_check_warns_of_a_certificate_only_within_30_days_of_its_expiry(
+    cert_emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey, days: int, warned: bool
 ) -> None:
     issuer_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Soon Expiring Alipay")])
@@ -203,7 +430,7 @@ def test_check_warns_of_a_certificate_that_expires_within_30_days(
         .public_key(cert_emulator.alipay_public_key)
         .serial_number(7)
         .not_valid_before(now - timedelta(days=300))
-        .not_valid_after(now + timedelta(days=12, hours=1))
+        .not_valid_after(now + timedelta(days=days, hours=1))
         .sign(issuer_key, hashes.SHA256())
     )
     pem = soon.public_bytes(serialization.Encoding.PEM).decode()
@@ -213,10 +440,37 @@ def test_check_warns_of_a_certificate_that_expires_within_30_days(
         "ALIPAY_ALIPAY_CERT": pem,
     }
     result = run_check(config)
-    assert "ALIPAY_ALIPAY_CERT: CN=Soon Expiring Alipay expires" in result.output
-    assert "in 12 days" in result.output
-    line = next(line for line in result.output.splitlines() if "Soon Expiring" in line)
-    assert "warning" in line.lower() or "!" in line, result.output
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if "Soon Expiring" in line]
+    assert "ALIPAY_ALIPAY_CERT: CN=Soon Expiring Alipay expires" in line
+    if warned:
+        assert line.startswith("WARNING") and f"in {days} days" in line, result.output
+    else:
+        assert line.startswith("OK") and "days" not in line, result.output
+
+
+def test_check_reports_every_root_certificate_including_those_it_cannot_load(
+    cert_emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey
+) -> None:
+    """Alipay's real bundle: four roots, one of them ECC (E1), which some cryptography
+    versions cannot load; each gets its line, loaded or not."""
+    bundle = (VECTORS / "alipayRootCert.crt").read_text()
+    config = {
+        **cert_emulator.config(),
+        "ALIPAY_PRIVATE_KEY": pem_private(app_key),
+        "ALIPAY_ROOT_CERT": bundle,
+    }
+    result = run_check(config)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "ALIPAY_ROOT_CERT:" in line]
+    assert len(lines) == len(pem_blocks(bundle)) == 4, result.output
+    (e1,) = [line for line in lines if "Ant Financial Certification Authority E1" in line]
+    assert e1.startswith("OK")
+    loads = load_roots(bundle)
+    if not any("E1" in root.subject.rfc4514_string() for root in loads):
+        assert "cannot be loaded" in e1 and "expiry is not checked" in e1
+    unloaded = [line for line in lines if "cannot be loaded" in line]
+    assert len(unloaded) == 4 - len(loads)
 
 
 def test_app_certificate_of_another_key_fails_at_start(

@@ -179,7 +179,7 @@ def test_callback_url_from_server_name(good: dict[str, Any]) -> None:
         ({"ALIPAY_PUBLIC_KEY": "@@@"}, "ALIPAY_PUBLIC_KEY is not a usable RSA public key"),
         ({"ALIPAY_SIGN_TYPE": "RSA3"}, "ALIPAY_SIGN_TYPE must be one of"),
         ({"ALIPAY_CHARSET": "big5"}, "ALIPAY_CHARSET must be one of"),
-        ({"ALIPAY_SCOPE": "auth_all"}, "ALIPAY_SCOPE must be one of"),
+        ({"ALIPAY_SCOPE": "auth-all"}, "ALIPAY_SCOPE must be scope names"),
         ({"ALIPAY_APP_ID": None}, "ALIPAY_APP_ID is required"),
     ],
 )
@@ -232,6 +232,10 @@ def test_errors_never_echo_key_material(good: dict[str, Any], app_key: rsa.RSAPr
         (
             {"ALIPAY_APP_ID": "9021000123456789", "ALIPAY_GATEWAY_URL": None},
             "looks like a sandbox (沙箱) APPID",
+        ),
+        (
+            {"ALIPAY_SCOPE": "auth_user,auth_ecrad"},
+            "ALIPAY_SCOPE names auth_ecrad, which is not among the scopes Alipay documents",
         ),
     ],
 )
@@ -303,7 +307,7 @@ def test_live_unreachable(good: dict[str, Any]) -> None:
 def test_live_is_skipped_when_config_is_broken(
     good: dict[str, Any], alipay_emulator: AlipayEmulator
 ) -> None:
-    result = run_check({**good, "ALIPAY_SCOPE": "x"}, "--live")
+    result = run_check({**good, "ALIPAY_SCOPE": "auth user"}, "--live")
     assert result.exit_code == 1 and "Live check skipped" in result.output
     assert alipay_emulator.requests == []
 

@@ -127,3 +127,49 @@ def test_cancel_ends_on_the_friendly_page(page: Page, demo: Flask, base_url: str
     retry.click()  # and trying again goes straight back to Alipay
     assert emulator.server is not None
     page.wait_for_url(emulator.server.authorize_url + "?*")
+
+
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
+)
+
+
+def test_a_phone_gets_the_handoff_page_and_can_continue(
+    browser: Browser, demo: Flask, base_url: str, tmp_path: Path
+) -> None:
+    """At a phone's viewport: open in Alipay (the alipays:// link), or continue here."""
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        user_agent=IPHONE,
+        is_mobile=True,
+        has_touch=True,
+        locale="zh-CN",
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto(base_url + "/")
+        page.get_by_role("link", name="使用支付宝登录 / Sign in with Alipay").click()
+        page.wait_for_url(base_url + "/alipay/login**")
+        open_in_alipay = page.get_by_role("link", name="在支付宝中打开 / Open in Alipay")
+        expect(open_in_alipay).to_be_visible()
+        href = open_in_alipay.get_attribute("href") or ""
+        assert href.startswith("alipays://platformapi/startapp?appId=20000067&url=")
+        # Both choices fit the phone's width, one under the other.
+        first = open_in_alipay.bounding_box()
+        second = page.get_by_role("link", name="继续 / Continue in this browser").bounding_box()
+        assert first and second and first["y"] < second["y"]
+        assert first["x"] + first["width"] <= 390 and second["x"] + second["width"] <= 390
+        page.screenshot(path=tmp_path / "handoff.png")
+
+        page.get_by_role("link", name="继续 / Continue in this browser").click()
+        emulator = emulator_of(demo)
+        assert emulator.server is not None
+        page.wait_for_url(emulator.server.authorize_url + "?*")
+        page.get_by_role("button", name="同意 / Approve").click()
+        page.wait_for_url(base_url + "/profile")
+        expect(page.get_by_role("heading", name="小明")).to_be_visible()
+        assert emulator.sign_ins == [("default", "web")]
+    finally:
+        context.close()

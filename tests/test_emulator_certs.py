@@ -7,6 +7,7 @@ against the extension's own certificate support.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -439,6 +440,63 @@ def test_rotation_with_a_new_key_signs_with_it(
     (new_leaf,) = leaf_certificates(emulator.alipay_cert_pem)
     assert same_key(new_leaf.public_key, emulator.alipay_public_key)
     assert "access_token" in verified(emulator, answer)
+
+
+DOWNLOAD = "alipay.open.app.alipaycert.download"
+DOWNLOAD_NODE = "alipay_open_app_alipaycert_download_response"
+
+
+def test_the_download_serves_every_certificate_it_issued_by_sn(
+    emulator: AlipayEmulator, app_key: rsa.RSAPrivateKey
+) -> None:
+    client = CertClient.of(emulator, app_key)
+    old_sn = emulator.alipay_cert_sn
+    new_sn = emulator.rotate_alipay_cert()
+    for sn in (old_sn, new_sn):
+        response = client.call(DOWNLOAD, {"biz_content": f'{{"alipay_cert_sn":"{sn}"}}'})
+        answer = read(response, DOWNLOAD_NODE)
+        data = verified(emulator, answer)
+        chain = base64.b64decode(data["alipay_cert_content"])
+        leaves = leaf_certificates(chain)
+        assert [leaf.sn for leaf in leaves] == [sn]
+        assert len(pem_blocks(chain)) == 2  # the leaf and its intermediate
+
+
+@pytest.mark.parametrize(
+    ("biz_content", "sub_code"),
+    [
+        ('{"alipay_cert_sn":"' + "0" * 32 + '"}', "isv.alipay-cert-not-exist"),
+        ('{"alipay_cert_sn":""}', "isv.missing-alipay-cert-sn"),
+        ("{}", "isv.missing-alipay-cert-sn"),
+        ("not json", "isv.missing-alipay-cert-sn"),
+        (None, "isv.missing-alipay-cert-sn"),
+    ],
+    ids=["unknown-sn", "empty-sn", "no-sn", "not-json", "no-biz-content"],
+)
+def test_the_download_refuses_what_it_cannot_serve(
+    emulator: AlipayEmulator,
+    app_key: rsa.RSAPrivateKey,
+    biz_content: str | None,
+    sub_code: str,
+) -> None:
+    client = CertClient.of(emulator, app_key)
+    business = {} if biz_content is None else {"biz_content": biz_content}
+    answer = read(client.call(DOWNLOAD, business), DOWNLOAD_NODE)
+    assert answer.node == "error_response"
+    assert verified(emulator, answer)["sub_code"] == sub_code
+
+
+def test_the_download_does_not_exist_in_key_mode(
+    app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
+) -> None:
+    emu = AlipayEmulator(app_public_key=app_key.public_key(), alipay_private_key=alipay_key)
+    with emu.serve():
+        client = CertClient(emu, app_key)
+        response = client.call(DOWNLOAD, {"biz_content": '{"alipay_cert_sn":"' + "0" * 32 + '"}'})
+        answer = read(response, DOWNLOAD_NODE)
+        assert answer.node == "error_response" and answer.cert_sn is None
+        assert verify(answer.content, answer.sign, alipay_key.public_key(), "RSA2")
+        assert answer.data["sub_code"] == "isv.invalid-method"
 
 
 def test_key_mode_accepts_sn_params_and_answers_without_an_sn(

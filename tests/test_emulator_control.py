@@ -22,7 +22,14 @@ from flask_alipay.testing import AlipayEmulator
 
 TOKEN = "alipay.system.oauth.token"
 USER_INFO = "alipay.user.info.share"
-PATHS = [("POST", "inject"), ("POST", "reset"), ("GET", "stats"), ("GET", "users")]
+PATHS = [
+    ("POST", "inject"),
+    ("POST", "reset"),
+    ("POST", "rotate"),
+    ("GET", "stats"),
+    ("GET", "users"),
+]
+DOWNLOAD = "alipay.open.app.alipaycert.download"
 
 
 @pytest.fixture
@@ -221,7 +228,7 @@ def test_command_line_flag(tmp_path: Path, app_key: rsa.RSAPrivateKey, on: bool)
     "content_type",
     ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
 )
-@pytest.mark.parametrize("name", ["inject", "reset"])
+@pytest.mark.parametrize("name", ["inject", "reset", "rotate"])
 def test_a_cross_site_simple_post_is_refused(
     steered: AlipayEmulator,
     control: Callable[..., requests.Response],
@@ -253,3 +260,84 @@ def test_localhost_is_the_same_address(
     port = steered.server.url.rsplit(":", 1)[1]
     answer = control("GET", "stats", headers={"Host": f"localhost:{port}"})
     assert answer.status_code == 200
+
+
+# Rotating Alipay's certificate from another process -------------------------------
+
+
+@pytest.fixture
+def steered_certs(
+    app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
+) -> Iterator[AlipayEmulator]:
+    emu = AlipayEmulator(
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
+        cert_mode=True,
+        control=True,
+    )
+    with emu.serve():
+        yield emu
+
+
+def rotate_url(emulator: AlipayEmulator) -> str:
+    assert emulator.server is not None
+    return emulator.server.url + "/_emulator/rotate"
+
+
+def test_rotate_issues_a_new_certificate_that_a_site_downloads(
+    steered_certs: AlipayEmulator, app_key: rsa.RSAPrivateKey
+) -> None:
+    site = build_site({**steered_certs.config(), "ALIPAY_PRIVATE_KEY": pem_private(app_key)})
+    old_sn = steered_certs.alipay_cert_sn
+    answer = requests.post(rotate_url(steered_certs), json={"new_key": True}, timeout=10)
+    assert answer.status_code == 200
+    new_sn = answer.json()["alipay_cert_sn"]
+    assert new_sn == steered_certs.alipay_cert_sn != old_sn
+    assert sign_in(site.test_client()).status_code == 302
+    assert [r.method for r in steered_certs.requests].count(DOWNLOAD) == 1
+
+
+def test_rotate_untrusted_gives_a_certificate_no_site_trusts(
+    steered_certs: AlipayEmulator, app_key: rsa.RSAPrivateKey
+) -> None:
+    site = build_site({**steered_certs.config(), "ALIPAY_PRIVATE_KEY": pem_private(app_key)})
+    answer = requests.post(rotate_url(steered_certs), json={"untrusted": True}, timeout=10)
+    assert answer.status_code == 200
+    assert sign_in(site.test_client()).status_code == 502
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([True], "JSON object"),
+        ({"new_key": "yes"}, "new_key must be true or false"),
+        ({"colour": True}, "unknown rotate_alipay_cert() arguments: colour"),
+    ],
+)
+def test_rotate_refuses_bad_arguments(
+    steered_certs: AlipayEmulator, body: object, message: str
+) -> None:
+    sn = steered_certs.alipay_cert_sn
+    answer = requests.post(rotate_url(steered_certs), json=body, timeout=10)
+    assert answer.status_code == 400
+    assert message in answer.json()["error"]
+    assert steered_certs.alipay_cert_sn == sn
+
+
+def test_rotate_is_refused_as_the_other_control_posts_are(
+    steered_certs: AlipayEmulator,
+) -> None:
+    sn = steered_certs.alipay_cert_sn
+    url = rotate_url(steered_certs)
+    simple = requests.post(url, data="{}", headers={"Content-Type": "text/plain"}, timeout=10)
+    rebound = requests.post(url, json={}, headers={"Host": "evil.example:80"}, timeout=10)
+    assert (simple.status_code, rebound.status_code) == (415, 403)
+    assert steered_certs.alipay_cert_sn == sn
+
+
+def test_rotate_in_public_key_mode_says_there_is_nothing_to_rotate(
+    steered: AlipayEmulator, control: Callable[..., requests.Response]
+) -> None:
+    answer = control("POST", "rotate", json={})
+    assert answer.status_code == 409
+    assert "cert_mode=True" in answer.json()["error"]

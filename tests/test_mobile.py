@@ -418,3 +418,18 @@ def test_the_aes_key_is_checked_at_start_up(
     site = make_site()
     with pytest.raises(AlipayConfigError, match="ALIPAY_AES_KEY is not set"):
         decrypt(site, alipay_emulator.phone_number(AES_KEY))
+
+
+def test_csrfprotect_and_the_documented_exemption(
+    code_site: Flask, alipay_emulator: AlipayEmulator
+) -> None:
+    from flask_wtf.csrf import CSRFProtect
+
+    csrf = CSRFProtect(code_site)
+    client = code_site.test_client()
+    refused = client.post("/alipay/code", json={"auth_code": alipay_emulator.issue_code()})
+    assert refused.status_code == 400  # Flask-WTF's "The CSRF token is missing."
+    csrf.exempt("flask_alipay.views.code")  # as docs/mini-programs.md shows
+    answer = client.post("/alipay/code", json={"auth_code": alipay_emulator.issue_code()})
+    assert answer.status_code == 200
+    assert client.post("/alipay/logout").status_code == 400  # everything else keeps it

@@ -15,9 +15,7 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
-import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
@@ -97,8 +95,7 @@ class Gateway:
         self.http.verify = env["verify"]
         self.http.trust_env = False
         #: Certificate mode: Alipay certificates downloaded since start-up, by SN.
-        self._downloaded: OrderedDict[str, RSAPublicKey] = OrderedDict()
-        self._download_lock = threading.Lock()
+        self._downloaded = rotation.DownloadedCerts(MAX_DOWNLOADED_CERTS)
 
     @property
     def url(self) -> str:
@@ -133,44 +130,53 @@ class Gateway:
         bundle, and the answer is verified with it.
         """
         status, content = reply.status_code, reply.content
+        held = self._downloaded.snapshot()
         try:
-            return protocol.read_answer(self.config, method, status, content, self._downloaded)
+            return protocol.read_answer(self.config, method, status, content, held)
         except CertificateRotated as rotated:
             if rotated.sn is None or not self.config.cert_mode:
                 raise
-            self.download_cert(rotated.sn)
-        return protocol.read_answer(self.config, method, status, content, self._downloaded)
+            sn = rotated.sn
+        held = {**self._downloaded.snapshot(), sn: self.download_cert(sn)}
+        return protocol.read_answer(self.config, method, status, content, held)
 
     @property
     def downloaded_keys(self) -> tuple[RSAPublicKey, ...]:
         """The keys of Alipay certificates downloaded since start-up."""
-        return tuple(self._downloaded.values())
+        return tuple(self._downloaded.snapshot().values())
 
     @property
     def downloaded_certs(self) -> tuple[str, ...]:
         """The SNs of Alipay certificates downloaded since start-up, oldest first."""
-        return tuple(self._downloaded)
+        return tuple(self._downloaded.snapshot())
 
     def download_cert(self, sn: str) -> RSAPublicKey:
-        """Alipay's certificate ``sn``, downloaded at most once however many ask at once."""
-        with self._download_lock:
-            key = self._downloaded.get(sn)
-            if key is not None:
-                return key
-            request = self.sign(rotation.CERT_DOWNLOAD_METHOD, rotation.cert_download_business(sn))
+        """Alipay's certificate ``sn``: one download however many ask at once, its
+        failure shared by all who waited for it (see rotation.DownloadedCerts)."""
+        return self._downloaded.get(sn, lambda: self._download(sn), self.config.timeout)
+
+    def _download(self, sn: str) -> RSAPublicKey:
+        """Download certificate ``sn`` and trust it, or raise CertificateRotated.
+
+        A download that times out stays a GatewayTimedOut (504): a timeout is a
+        timeout, whichever call it hit.
+        """
+        request = self.sign(rotation.CERT_DOWNLOAD_METHOD, rotation.cert_download_business(sn))
+        try:
             reply = self.send(request.url, request.body, request.headers)
-            leaf = rotation.read_downloaded_cert(self.config, reply.status_code, reply.content, sn)
-            self._downloaded[sn] = leaf.public_key
-            while len(self._downloaded) > MAX_DOWNLOADED_CERTS:
-                self._downloaded.popitem(last=False)
-            log.warning(
-                "Alipay rotated its certificate: downloaded %s (valid until %s), trusted "
-                "through ALIPAY_ROOT_CERT. Update ALIPAY_ALIPAY_CERT before the next deploy.",
-                sn,
-                leaf.not_after.date().isoformat() if leaf.not_after else "?",
-                extra={"alipay_cert_sn": sn},
-            )
-            return leaf.public_key
+        except (GatewayUnreachable, MalformedAnswer) as error:
+            raise CertificateRotated(
+                f"Alipay's new certificate could not be downloaded: {error.message}"
+            ) from None
+        leaf = rotation.read_downloaded_cert(self.config, reply.status_code, reply.content, sn)
+        log.warning(
+            "Alipay rotated its certificate: downloaded %s (valid until %s), trusted "
+            "through ALIPAY_ROOT_CERT. Update ALIPAY_ALIPAY_CERT before the next deploy.",
+            sn,
+            leaf.not_after.date().isoformat() if leaf.not_after else "?",
+            extra={"alipay_cert_sn": sn},
+        )
+        return leaf.public_key
 
     def post(
         self,

@@ -102,7 +102,8 @@ def _write_certs(emulator: AlipayEmulator, directory: Path) -> dict[str, Path]:
     is_flag=True,
     help=f"Let another process steer the emulator over HTTP, for load and fault tests: "
     f"POST {CONTROL_PATH}inject (a JSON object of inject() arguments), POST "
-    f"{CONTROL_PATH}reset, GET {CONTROL_PATH}stats and {CONTROL_PATH}users. "
+    f"{CONTROL_PATH}reset, POST {CONTROL_PATH}rotate (with --cert-mode: a JSON object of "
+    f"rotate_alipay_cert() arguments), GET {CONTROL_PATH}stats and {CONTROL_PATH}users. "
     "Unauthenticated, so loopback only; POSTs must be application/json and the Host header "
     "must be the address served, so no web page can steer it.",
 )
@@ -171,7 +172,9 @@ def emulator_command(
             f"Warning: the control channel has no authentication; {host} is not loopback.", err=True
         )
     if control:
-        click.echo(f"# Control channel on {server.url}{CONTROL_PATH} (inject, reset, stats, users)")
+        click.echo(
+            f"# Control channel on {server.url}{CONTROL_PATH} (inject, reset, rotate, stats, users)"
+        )
     click.echo(f"# Alipay emulator on {server.url} (Ctrl-C stops it)")
     try:
         threading.Event().wait()

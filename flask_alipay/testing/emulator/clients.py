@@ -31,9 +31,23 @@ class NativeClients:
 
     _state: State
     _keys: AlipayKeys
+    app_id: str
+    code_ttl: float
 
     def user(self, key: str | None = None) -> EmulatedUser:
         raise NotImplementedError  # AlipayEmulator's
+
+    def issue_code(
+        self,
+        user_key: str | None = None,
+        scope: str = "auth_user",
+        app_id: str | None = None,
+        path: str = "mini_program",
+    ) -> str:
+        """An auth_code as ``my.getAuthCode`` (``path="mini_program"``) or the Alipay app
+        SDK (``"app"``) gives a client: the user approved, no browser leg."""
+        user = self.user(user_key)
+        return self._state.issue_code(user.key, scope, app_id or self.app_id, self.code_ttl, path)
 
     @property
     def sign_ins(self) -> list[tuple[str, str]]:

@@ -2,8 +2,8 @@
 
 Off unless ``AlipayEmulator(control=True)``, since it has no authentication:
 it exists for load and fault tests where the emulator runs in its own process
-(``flask alipay emulator --control``).  Arguments to ``inject`` arrive as JSON,
-so they are checked here, one by one, before they reach :meth:`inject`.
+(``flask alipay emulator --control``).  Arguments to ``inject`` and ``rotate``
+arrive as JSON, so they are checked here, one by one, before they go on.
 
 A web page in the developer's browser must not be able to steer it either:
 
@@ -25,7 +25,12 @@ from flask import Flask, Response, request
 from .paths import CONTROL_PATH
 from .state import Injection, State
 
-__all__ = ["MAX_CONTROL_DELAY", "add_control_routes", "injection_arguments"]
+__all__ = [
+    "MAX_CONTROL_DELAY",
+    "add_control_routes",
+    "injection_arguments",
+    "rotation_arguments",
+]
 
 #: The longest ``delay`` the control channel queues, in seconds.
 MAX_CONTROL_DELAY = 600.0
@@ -34,18 +39,23 @@ MAX_CONTROL_DELAY = 600.0
 _INJECT_TEXT = ("method", "sub_code", "sub_msg")
 _INJECT_REQUIRED_TEXT = ("code", "msg")
 _INJECT_FLAGS = ("bad_signature", "wrong_key", "unsigned", "gbk_error", "truncated")
+#: The keyword arguments of :meth:`AlipayEmulator.rotate_alipay_cert`, all flags.
+_ROTATE_FLAGS = ("new_key", "untrusted")
 
 
 def add_control_routes(
     app: Flask,
     state: State,
     inject: Callable[..., Injection],
+    rotate: Callable[..., str],
     served: Callable[[], str | None],
 ) -> None:
-    """``POST inject``, ``POST reset``, ``GET stats`` and ``GET users`` under CONTROL_PATH.
+    """``POST inject``, ``POST reset``, ``POST rotate``, ``GET stats`` and ``GET users``
+    under CONTROL_PATH.
 
-    ``inject`` is the emulator's own :meth:`inject`, so both doors queue alike;
-    ``served`` gives the ``host:port`` the emulator listens on.
+    ``inject`` and ``rotate`` are the emulator's own :meth:`inject` and
+    :meth:`rotate_alipay_cert`, so both doors act alike; ``served`` gives the
+    ``host:port`` the emulator listens on.
     """
 
     @app.before_request
@@ -77,6 +87,18 @@ def add_control_routes(
             state.reset()
         return _json({"injections_cleared": cleared, **_left(state)})
 
+    def rotate_view() -> Response:
+        """Rotate Alipay's certificate (certificate mode); answer the new SN."""
+        try:
+            arguments = rotation_arguments(request.get_json(force=True, silent=True))
+        except ValueError as error:
+            return _json({"error": str(error)}, 400)
+        try:
+            sn = rotate(**arguments)
+        except RuntimeError as error:  # public-key mode: no certificates to rotate
+            return _json({"error": str(error)}, 409)
+        return _json({"alipay_cert_sn": sn})
+
     def stats_view() -> Response:
         """The counts of :meth:`State.stats`, for a load test to read."""
         return _json(state.stats())
@@ -89,6 +111,7 @@ def add_control_routes(
 
     app.add_url_rule(CONTROL_PATH + "inject", "control_inject", inject_view, methods=["POST"])
     app.add_url_rule(CONTROL_PATH + "reset", "control_reset", reset_view, methods=["POST"])
+    app.add_url_rule(CONTROL_PATH + "rotate", "control_rotate", rotate_view, methods=["POST"])
     app.add_url_rule(CONTROL_PATH + "stats", "control_stats", stats_view)
     app.add_url_rule(CONTROL_PATH + "users", "control_users", users_view)
 
@@ -152,4 +175,17 @@ def injection_arguments(data: object) -> dict[str, Any]:
             isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000
         ):
             raise ValueError("times must be a whole number from 1 to 1000000")
+    return dict(data)
+
+
+def rotation_arguments(data: object) -> dict[str, bool]:
+    """``rotate_alipay_cert()`` keyword arguments from a JSON body; ValueError says why not."""
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object of rotate_alipay_cert() arguments")
+    unknown = sorted(set(data) - set(_ROTATE_FLAGS))
+    if unknown:
+        raise ValueError(f"unknown rotate_alipay_cert() arguments: {', '.join(unknown)}")
+    for name, value in data.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false")
     return dict(data)

@@ -53,9 +53,10 @@ class AlipayEmulator(NativeClients):
     With ``control=True`` another process can steer it over HTTP (off by
     default, when those paths answer 404): ``POST /_emulator/inject`` with a
     JSON object of :meth:`inject` keyword arguments (``method`` included),
-    ``POST /_emulator/reset`` (:meth:`reset`), ``GET /_emulator/stats`` (call
-    counts and pending injections, :meth:`stats`) and ``GET /_emulator/users``
-    (every user's ids and profile, by key).
+    ``POST /_emulator/reset`` (:meth:`reset`), ``POST /_emulator/rotate`` with a
+    JSON object of :meth:`rotate_alipay_cert` arguments (certificate mode; answers
+    the new SN), ``GET /_emulator/stats`` (call counts and pending injections,
+    :meth:`stats`) and ``GET /_emulator/users`` (every user's ids and profile, by key).
     """
 
     def __init__(
@@ -207,12 +208,13 @@ class AlipayEmulator(NativeClients):
         gender: str | None = None,
         province: str | None = None,
         city: str | None = None,
-        **extra: str,
+        **extra: Any,
     ) -> EmulatedUser:
         """Create an account.  ``id_kind`` picks the ids Alipay gives: new apps get only
         ``open_id``, old ones ``user_id``, apps mid-migration both.  Other keyword
-        arguments are profile fields the app was approved for (``mobile="138..."``,
-        ``email=...``), sent by ``alipay.user.info.share``."""
+        arguments are profile fields the app was approved for, any JSON value
+        (``mobile="138..."``, ``deliver_addresses=[{...}]``), sent by
+        ``alipay.user.info.share``."""
         return self._state.add_user(
             key,
             id_kind=id_kind,
@@ -232,18 +234,6 @@ class AlipayEmulator(NativeClients):
         if key is None:
             return self.default_user
         return self._state.user(key)
-
-    def issue_code(
-        self,
-        user_key: str | None = None,
-        scope: str = "auth_user",
-        app_id: str | None = None,
-        path: str = "mini_program",
-    ) -> str:
-        """An auth_code as ``my.getAuthCode`` (``path="mini_program"``) or the Alipay app
-        SDK (``"app"``) gives a client: the user approved, no browser leg."""
-        user = self.user(user_key)
-        return self._state.issue_code(user.key, scope, app_id or self.app_id, self.code_ttl, path)
 
     def expire_code(self, code: str) -> None:
         """Make an auth_code expired, to test the path without waiting."""
@@ -396,5 +386,7 @@ class AlipayEmulator(NativeClients):
         app.add_url_rule(GATEWAY_PATH, "gateway", gateway.view, methods=["GET", "POST"])
         app.add_url_rule(AVATAR_PATH + "<key>.svg", "avatar", pages.avatar)
         if self.control:
-            add_control_routes(app, self._state, self.inject, self._served_host)
+            add_control_routes(
+                app, self._state, self.inject, self.rotate_alipay_cert, self._served_host
+            )
         return app

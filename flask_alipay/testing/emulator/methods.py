@@ -272,8 +272,9 @@ class Methods:
         with self.state.lock:
             user = self.state.users[grant.user_key]
         profile = user.profile()
-        if profile.get("avatar", "").startswith(AVATAR_PATH):
-            profile["avatar"] = call.host_url.rstrip("/") + profile["avatar"]
+        avatar = profile.get("avatar")
+        if isinstance(avatar, str) and avatar.startswith(AVATAR_PATH):
+            profile["avatar"] = call.host_url.rstrip("/") + avatar
         data: dict[str, Any] = {"code": SUCCESS_CODE, "msg": "Success", **profile}
         return Answer(node_name(USER_INFO_METHOD), data)
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from flask import Response, request
 
-from flask_alipay.protocol import is_scope_name, split_scope, wants_profile
+from flask_alipay.protocol import is_known_scope, split_scope, wants_profile
 
 from .paths import AUTHORIZE_PATH
 from .state import ID_KINDS, EmulatedUser, IdKind, State
@@ -106,7 +106,7 @@ class Pages:
         if not known:
             return f"应用不存在 / unknown app_id {app_id!r}"
         scopes = split_scope(scope)
-        if not scopes or not all(is_scope_name(name) for name in scopes):
+        if not scopes or not all(is_known_scope(name) for name in scopes):
             return f"scope 无效 / scope must be auth_user or auth_base, not {scope!r}"
         if "auth_base" in scopes and len(scopes) > 1:
             return f"scope 无效 / auth_base is asked for alone, not in {scope!r}"

@@ -1,8 +1,9 @@
 """The open platform's gateway methods beyond sign-in.
 
 ``alipay.open.app.alipaycert.download`` serves Alipay's certificates by SN after
-a rotation; ``alipay.open.app.openid.batchquery`` converts user_ids to open_ids,
-as in Alipay's OpenID migration.
+a rotation; ``alipay.open.app.openid.uidtoopenid.batchquery`` converts user_ids to
+open_ids, as in Alipay's OpenID migration.  Both take the parameters the official
+SDKs' model classes name, and answer the fields their response classes name.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from .methods import _invalid as invalid
 from .methods import _missing as missing
 from .state import new_open_id
 
-__all__ = ["METHODS", "OPENID_BATCHQUERY_METHOD"]
+__all__ = ["METHODS", "UID_TO_OPENID_METHOD"]
 
-#: Converts user_ids to open_ids (``AlipayOpenAppOpenidBatchqueryRequest`` in the SDKs).
-OPENID_BATCHQUERY_METHOD = "alipay.open.app.openid.batchquery"
+#: Converts user_ids to open_ids: ``AlipayOpenAppOpenidUidtoopenidBatchqueryRequest`` in
+#: the SDKs, whose model has one field, ``user_id_list``, and whose response has one,
+#: ``open_id_list`` (entries of ``user_id``, ``open_id``, ``union_id``).
+UID_TO_OPENID_METHOD = "alipay.open.app.openid.uidtoopenid.batchquery"
 
 
 def cert_download(methods: Methods, call: Call) -> Answer:
@@ -45,37 +48,42 @@ def cert_download(methods: Methods, call: Call) -> Answer:
     return Answer(node_name(CERT_DOWNLOAD_METHOD), data)
 
 
-def openid_batchquery(methods: Methods, call: Call) -> Answer:
-    """user_id -> open_id for up to 100 users, as in Alipay's OpenID migration."""
+def uid_to_openid(methods: Methods, call: Call) -> Answer:
+    """user_id -> open_id, as in Alipay's OpenID migration.
+
+    The SDKs' response class names no field for ids that cannot be converted, so
+    an unknown user_id is simply absent from ``open_id_list``.  The SDKs state no
+    maximum length for the list, so none is imposed here.
+    """
     try:
         business = json.loads(call.params.get("biz_content") or "{}")
     except ValueError:
         business = None
     user_ids = business.get("user_id_list") if isinstance(business, dict) else None
-    if not isinstance(user_ids, list) or not user_ids or len(user_ids) > 100:
+    if (
+        not user_ids
+        or not isinstance(user_ids, list)
+        or not all(isinstance(u, str) for u in user_ids)
+    ):
         raise invalid("isv.invalid-parameter", "user_id_list参数不正确")
     found: list[dict[str, str]] = []
-    illegal: list[str] = []
     with methods.state.lock:
         by_user_id = {u.user_id: u for u in methods.state.users.values() if u.user_id}
         for user_id in user_ids:
-            user = by_user_id.get(str(user_id))
+            user = by_user_id.get(user_id)
             if user is None:
-                illegal.append(str(user_id))
                 continue
             if user.open_id is None:
                 user.open_id = new_open_id()  # the account's id for this app, from now on
-            entry = {"user_id": str(user_id), "open_id": user.open_id}
+            entry = {"user_id": user_id, "open_id": user.open_id}
             if user.union_id:
                 entry["union_id"] = user.union_id
             found.append(entry)
     data: dict[str, Any] = {"code": SUCCESS_CODE, "msg": "Success", "open_id_list": found}
-    if illegal:
-        data["illegal_user_id_list"] = illegal
-    return Answer(node_name(OPENID_BATCHQUERY_METHOD), data)
+    return Answer(node_name(UID_TO_OPENID_METHOD), data)
 
 
 METHODS: dict[str, Method] = {
     CERT_DOWNLOAD_METHOD: Method(cert_download),
-    OPENID_BATCHQUERY_METHOD: Method(openid_batchquery),
+    UID_TO_OPENID_METHOD: Method(uid_to_openid),
 }

@@ -8,6 +8,7 @@ the other layers also take when they must read two things at once.
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 import string
 import threading
@@ -75,15 +76,16 @@ class EmulatedUser:
     province: str | None = None
     city: str | None = None
     #: Fields an app is approved for beyond the basic profile: ``mobile``, ``email``,
-    #: ``user_name``, ``cert_type``...  Sent in ``alipay.user.info.share`` as given.
-    extra: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: ``user_name``, ``deliver_addresses`` (a list)...  Any JSON value; sent in
+    #: ``alipay.user.info.share`` as given.
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def identity(self) -> dict[str, str]:
         """The ids Alipay puts in the token answer."""
         ids = {"open_id": self.open_id, "union_id": self.union_id, "user_id": self.user_id}
         return {name: value for name, value in ids.items() if value is not None}
 
-    def profile(self) -> dict[str, str]:
+    def profile(self) -> dict[str, Any]:
         """The fields of ``alipay.user.info.share``, absent ones left out."""
         fields = {
             "avatar": self.avatar,
@@ -201,9 +203,16 @@ class State:
         gender: str | None = None,
         province: str | None = None,
         city: str | None = None,
-        extra: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> EmulatedUser:
-        """Create an account, making up what was left to :data:`AUTO`."""
+        """Create an account, making up what was left to :data:`AUTO`.
+
+        ``extra`` fields must be JSON values, since Alipay's answer is JSON.
+        """
+        try:
+            extra = json.loads(json.dumps(extra or {}, allow_nan=False))
+        except (TypeError, ValueError):
+            raise ValueError("add_user()'s extra profile fields must be JSON values") from None
         with self.lock:
             key = key or self._free_key()
             if id_kind in ("user_id", "both"):
@@ -220,7 +229,7 @@ class State:
                 gender=gender,
                 province=province,
                 city=city,
-                extra=dict(extra or {}),
+                extra=extra,
             )
             self.users[key] = user
             return user
