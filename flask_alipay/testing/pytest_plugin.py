@@ -45,6 +45,17 @@ class AlipayTestKeys:
             serialization.NoEncryption(),
         ).decode("ascii")
 
+    @property
+    def alipay_public_key_pem(self) -> str:
+        """The emulator's Alipay public key: what an app fixture sets as ALIPAY_PUBLIC_KEY."""
+        return (
+            self.alipay.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode("ascii")
+        )
+
 
 class SignIn(Protocol):
     def __call__(
