@@ -112,6 +112,10 @@ class AlipayLogin:
         if old is not None:
             old.gateway.close()
 
+    def session_problem(self, app: Flask) -> str | None:
+        """Why ``app``'s session cannot hold a sign-in now, or None; the views ask per request."""
+        return request_session_problem(app, self.config_for(app), self.config_prefix)
+
     def _state(self) -> _AppState:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         try:
@@ -288,21 +292,63 @@ def personal_fields_problem(app: Flask, config: AlipayConfig, prefix: str) -> st
     return None
 
 
+def _server_side_configured(app: Flask) -> bool:
+    return app.config.get("SESSION_TYPE") not in (None, "", "null")
+
+
 def _cookie_sessions(app: Flask) -> bool:
-    server_side = app.config.get("SESSION_TYPE") not in (None, "", "null")
-    return isinstance(app.session_interface, SecureCookieSessionInterface) and not server_side
+    on_cookies = isinstance(app.session_interface, SecureCookieSessionInterface)
+    return on_cookies and not _server_side_configured(app)
+
+
+_SET_SECRET_KEY = "Set app.config['SECRET_KEY'] to a long random value."
 
 
 def secret_key_problem(app: Flask) -> str | None:
     """Why the session cannot hold pending sign-ins, or None.
 
-    Only Flask's cookie sessions need SECRET_KEY.  Flask-Session may install its
-    interface after init_app, so its ``SESSION_TYPE`` setting counts as well.
+    Flask's cookie sessions need SECRET_KEY, and so does Flask-Session when it signs
+    its session ids (``SESSION_USE_SIGNER``).  Flask-Session may install its
+    interface after init_app, so its settings count as well as its interface.
     """
-    if _cookie_sessions(app) and not app.secret_key:
+    if app.secret_key:
+        return None
+    if _cookie_sessions(app):
         return (
             "SECRET_KEY is not set: the sign-in state lives in Flask's signed "
-            "session cookie. Set app.config['SECRET_KEY'] to a long random value."
+            f"session cookie. {_SET_SECRET_KEY}"
+        )
+    if app.config.get("SESSION_USE_SIGNER") or getattr(app.session_interface, "use_signer", False):
+        return (
+            "SECRET_KEY is not set, and SESSION_USE_SIGNER is on: Flask-Session signs "
+            f"the session id cookie with SECRET_KEY. {_SET_SECRET_KEY}"
+        )
+    return None
+
+
+def request_session_problem(app: Flask, config: AlipayConfig, prefix: str) -> str | None:
+    """Why this request's session cannot hold a sign-in, or None.
+
+    init_app trusts ``SESSION_TYPE`` to mean server-side sessions, but only
+    ``Session(app)`` installs them: until it runs, the app is on Flask's cookie
+    sessions, which need SECRET_KEY and must not hold personal fields.
+    """
+    if not isinstance(app.session_interface, SecureCookieSessionInterface):
+        return None
+    if not app.secret_key:
+        if _server_side_configured(app):
+            return (
+                "SESSION_TYPE is set, but the app is still on Flask's cookie sessions: "
+                "call Session(app) (Flask-Session) where the app is created, or set "
+                "SECRET_KEY for cookie sessions."
+            )
+        return f"SECRET_KEY is not set, and the app is on cookie sessions. {_SET_SECRET_KEY}"
+    personal = sorted(PERSONAL_FIELDS.intersection(config.session_fields))
+    if personal:
+        return (
+            f"{prefix}SESSION_FIELDS keeps {', '.join(personal)} in the session, but the app "
+            "is on Flask's cookie sessions, which the browser can read: call Session(app) "
+            "(Flask-Session) where the app is created."
         )
     return None
 

@@ -22,7 +22,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError, default_exceptions
 
-from .errors import AlipayError
+from .errors import AlipayConfigError, AlipayError
 from .logs import log_failure, log_receiver_failure
 from .oauth import callback_code
 from .redirects import safe_next
@@ -40,6 +40,13 @@ ERROR_TEMPLATE = "flask_alipay/error.html"
 def make_blueprint(ext: AlipayLogin, url_prefix: str) -> Blueprint:
     """A blueprint named after the extension, so several instances can coexist."""
     bp = Blueprint(ext.name, __name__, url_prefix=url_prefix, template_folder="templates")
+
+    @bp.before_request
+    def session_ready() -> None:
+        # SESSION_TYPE without Session(app) would be a bare 500 at the first write.
+        problem = ext.session_problem(current_app._get_current_object())  # type: ignore[attr-defined]
+        if problem:
+            raise AlipayConfigError(problem)
 
     def default_next() -> str:
         # Under a path prefix (SCRIPT_NAME, ProxyFix x_prefix) "/" means the site's root.

@@ -28,6 +28,7 @@ from flask_alipay import (
     AlipayLogin,
     InvalidState,
     login_failed,
+    login_required,
     user_logged_in,
 )
 from flask_alipay.oauth import STATE_TTL
@@ -192,6 +193,96 @@ def test_cookie_sessions_still_demand_a_secret_key(alipay_config: dict[str, str]
     app.config.update(alipay_config)
     with pytest.raises(AlipayConfigError, match="SECRET_KEY"):
         AlipayLogin(app)
+
+
+def no_key_material(message: str, config: dict[str, str]) -> bool:
+    key_lines = config["ALIPAY_PRIVATE_KEY"].splitlines()[1:-1]
+    return not any(line in message for line in key_lines)
+
+
+SIGNER_DEPRECATED = "ignore:The 'use_signer' option is deprecated:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(SIGNER_DEPRECATED)
+@pytest.mark.parametrize("order", ["session-first", "alipay-first"])
+def test_session_use_signer_demands_a_secret_key(
+    alipay_config: dict[str, str], redis_url: str, order: str
+) -> None:
+    app = Flask("signed-ids")
+    app.config.update(
+        alipay_config,
+        SESSION_TYPE="redis",
+        SESSION_REDIS=redis.Redis.from_url(redis_url),
+        SESSION_USE_SIGNER=True,  # Flask-Session signs the session id with SECRET_KEY
+    )
+    if order == "session-first":
+        Session(app)
+    with pytest.raises(AlipayConfigError, match=r"SECRET_KEY.*SESSION_USE_SIGNER") as failure:
+        AlipayLogin(app)
+    assert no_key_material(str(failure.value), alipay_config)
+
+
+@pytest.mark.filterwarnings(SIGNER_DEPRECATED)
+def test_session_use_signer_with_a_secret_key_signs_in(
+    alipay_config: dict[str, str], redis_url: str, alipay_sign_in: SignIn
+) -> None:
+    app = Flask("signed-ids")
+    app.config.update(
+        alipay_config,
+        SECRET_KEY="signs-the-session-ids",
+        SESSION_TYPE="redis",
+        SESSION_REDIS=redis.Redis.from_url(redis_url),
+        SESSION_USE_SIGNER=True,
+    )
+    AlipayLogin(app)
+    Session(app)
+    app.add_url_rule("/private", "private", login_required(lambda: "private"))
+    client = app.test_client()
+    assert alipay_sign_in(client).status_code == 302
+    cookie = client.get_cookie("session")
+    assert cookie is not None and "." in cookie.value  # a signed session id
+    assert client.get("/private").status_code == 200
+
+
+def forgot_session_app(config: dict[str, Any], redis_url: str) -> Flask:
+    """SESSION_TYPE set, Session(app) never called: init_app trusts the setting."""
+    app = Flask("forgot-session")
+    app.config.update(config, SESSION_TYPE="redis", SESSION_REDIS=redis.Redis.from_url(redis_url))
+    AlipayLogin(app)
+    return app
+
+
+def test_session_type_without_session_app_names_the_fix_at_request_time(
+    alipay_config: dict[str, str], redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = forgot_session_app(alipay_config, redis_url)
+    app.testing = True
+    expected = r"SESSION_TYPE is set.*call Session\(app\).*SECRET_KEY"
+    with pytest.raises(AlipayConfigError, match=expected) as failure:
+        app.test_client().get("/alipay/login")
+    assert no_key_material(str(failure.value), alipay_config)
+    # In production, the 500 is logged with the same message, not a bare one.
+    app.testing = False
+    caplog.set_level(logging.ERROR)
+    assert app.test_client().get("/alipay/login").status_code == 500
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info is not None and isinstance(record.exc_info[1], AlipayConfigError)
+    assert "call Session(app)" in str(record.exc_info[1])
+
+
+def test_personal_fields_without_session_app_are_refused_at_request_time(
+    alipay_config: dict[str, str], redis_url: str
+) -> None:
+    fields = ["nick_name", "mobile"]
+    app = forgot_session_app(
+        {**alipay_config, "SECRET_KEY": "x", "ALIPAY_SESSION_FIELDS": fields}, redis_url
+    )
+    app.testing = True
+    expected = r"ALIPAY_SESSION_FIELDS keeps mobile.*Session\(app\)"
+    with pytest.raises(AlipayConfigError, match=expected):
+        app.test_client().get("/alipay/login")
+    Session(app)  # now the fields stay on the server
+    assert app.test_client().get("/alipay/login").status_code == 302
 
 
 # CSRF --------------------------------------------------------------------------------
