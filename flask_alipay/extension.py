@@ -8,7 +8,6 @@ signing.py -> keys.py.
 from __future__ import annotations
 
 import json
-import secrets
 import weakref
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -23,6 +22,7 @@ from .config import AlipayConfig, load_config
 from .errors import AlipayConfigError, AlipayError, MalformedAnswer, MissingUserId
 from .gateway import Gateway
 from .identity import ANONYMOUS, AlipayUser, AnonymousAlipayUser, default_unauthorized, guard
+from .logs import log_no_regenerate
 from .oauth import AlipayOAuth2App
 from .protocol import IDENTITY_FIELDS, USER_INFO_METHOD
 from .signals import send, token_refreshed
@@ -261,13 +261,18 @@ class AlipayLogin:
 
 
 def rotate_session_id(app: Flask, session: Any) -> None:
-    """Give a server-side session a fresh id; cookie sessions have none to steal."""
-    regenerate = getattr(app.session_interface, "regenerate", None)
+    """Give a server-side session a fresh id; cookie sessions have none to steal.
+
+    ``session_interface.regenerate(session)`` is Flask-Session's (0.7 and later).
+    An interface without it cannot be rotated safely from here (only it knows how
+    its ids are stored), so the site is told once instead of being left exposed.
+    """
+    interface = app.session_interface
+    regenerate = getattr(interface, "regenerate", None)
     if callable(regenerate):
         regenerate(session)
-    elif isinstance(getattr(session, "sid", None), str):
-        session.sid = secrets.token_urlsafe(32)  # older server-side sessions: a new key
-        session.modified = True
+    elif not isinstance(interface, SecureCookieSessionInterface):
+        log_no_regenerate(interface)
 
 
 def _require_secret_key(app: Flask) -> None:

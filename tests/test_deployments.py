@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from flask import Flask, render_template_string
+from flask import Flask, Request, Response, render_template_string
+from flask.sessions import SessionInterface, SessionMixin
 from flask.testing import FlaskClient
 from flask_session import Session
 from flask_sqlalchemy import SQLAlchemy
@@ -21,6 +23,7 @@ from flask_wtf.csrf import CSRFProtect
 from itsdangerous import URLSafeTimedSerializer
 from support.browser import authorize, finish, start_login
 from support.site import build_site
+from werkzeug.datastructures import CallbackDict
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_alipay import (
@@ -134,12 +137,27 @@ def session_backend(kind: str, tmp_path: Path, redis_url: str | None) -> dict[st
             "SESSION_TYPE": "sqlalchemy",
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'sessions.sqlite3'}",
         }
+    if kind == "filesystem":
+        return {"SESSION_TYPE": "filesystem", "SESSION_FILE_DIR": str(tmp_path / "sessions")}
     from cachelib import FileSystemCache
 
     return {"SESSION_TYPE": "cachelib", "SESSION_CACHELIB": FileSystemCache(str(tmp_path))}
 
 
-@pytest.fixture(params=["redis", "sqlalchemy", "cachelib"])
+#: Flask-Session 0.7 deprecated its filesystem type (for cachelib); sites still run it.
+FILESYSTEM_DEPRECATED = pytest.mark.filterwarnings(
+    "ignore:.*(FileSystemSessionInterface|SESSION_FILE_DIR).*deprecated:DeprecationWarning"
+)
+
+
+@pytest.fixture(
+    params=[
+        "redis",
+        "sqlalchemy",
+        "cachelib",
+        pytest.param("filesystem", marks=FILESYSTEM_DEPRECATED),
+    ]
+)
 def server_side(
     request: pytest.FixtureRequest, alipay_config: dict[str, str], tmp_path: Path
 ) -> Flask:
@@ -168,6 +186,54 @@ def test_server_side_sessions_sign_in_and_rotate_the_session_id(
     assert rotated is not None and rotated.value != planted.value
     attacker.set_cookie("session", planted.value)
     assert attacker.get("/private").status_code == 302  # the planted id signs nobody in
+
+
+class DictSession(CallbackDict[str, Any], SessionMixin):
+    def __init__(self, data: dict[str, Any], sid: str) -> None:
+        super().__init__(data)
+        self.sid = sid
+
+
+class DictSessionInterface(SessionInterface):
+    """A minimal server-side session interface of the older kind: the id in the cookie,
+    the data on the server, and no regenerate()."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, dict[str, Any]] = {}
+
+    def open_session(self, app: Flask, request: Request) -> DictSession:
+        sid = request.cookies.get(self.get_cookie_name(app), "")
+        if sid in self.store:
+            return DictSession(dict(self.store[sid]), sid)
+        return DictSession({}, secrets.token_urlsafe(16))
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        assert isinstance(session, DictSession)
+        self.store[session.sid] = dict(session)
+        response.set_cookie(self.get_cookie_name(app), session.sid, httponly=True)
+
+
+def test_an_interface_without_regenerate_is_named_in_one_warning(
+    make_site: Callable[..., Flask], alipay_sign_in: SignIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = make_site()
+    site.session_interface = DictSessionInterface()
+    caplog.set_level(logging.WARNING, logger="flask_alipay")
+    for _ in range(2):
+        client = site.test_client()
+        client.get("/alipay/login")
+        before = client.get_cookie("session")
+        assert alipay_sign_in(client).status_code == 302
+        assert client.get("/private").status_code == 200
+        after = client.get_cookie("session")
+        # Not rotated, as the warning says: flask_alipay cannot know how such ids are stored.
+        assert before is not None and after is not None and after.value == before.value
+    warnings = [r for r in caplog.records if "regenerate" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert (warnings[0].levelno, warnings[0].name) == (logging.WARNING, "flask_alipay")
+    assert "test_deployments.DictSessionInterface" in message
+    assert "session fixation" in message and "Flask-Session 0.7" in message
 
 
 @pytest.mark.parametrize("order", ["session-first", "alipay-first"])
