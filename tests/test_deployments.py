@@ -80,8 +80,9 @@ def test_proxyfix_x_prefix_and_a_default_next(
 
 
 def test_a_receiver_that_raises_leaves_no_identity_and_reaches_the_app(
-    make_site: Callable[..., Flask], alipay_sign_in: SignIn
+    make_site: Callable[..., Flask], alipay_sign_in: SignIn, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="flask_alipay")
     site = make_site()
     site.config["PROPAGATE_EXCEPTIONS"] = False
     failures: list[BaseException] = []
@@ -109,6 +110,14 @@ def test_a_receiver_that_raises_leaves_no_identity_and_reaches_the_app(
     assert len(failures) == 1 and failures == handled
     assert client.get("/").get_data(as_text=True) == "home anonymous"
     assert client.get("/private").status_code == 302
+    # One ERROR, with the attributes an alert rule reads, and no "sign-in failed" WARNING.
+    (record,) = [r for r in caplog.records if r.name == "flask_alipay"]
+    assert record.levelno == logging.ERROR and "Constraint" in record.getMessage()
+    assert (record.alipay_reason, record.alipay_status, record.alipay_sub_code) == (  # type: ignore[attr-defined]
+        "receiver",
+        500,
+        None,
+    )
 
 
 def test_an_async_receiver_is_awaited(
