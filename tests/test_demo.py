@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+import sqlalchemy
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
@@ -64,7 +65,9 @@ def make_demo(
     apps: list[Flask] = []
 
     def make(instance: Path | None = None, **config: Any) -> Flask:
+        """``SQLALCHEMY_DATABASE_URI=None`` leaves the database to the demo (DATABASE_URL)."""
         settings = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, **config}
+        settings = {name: value for name, value in settings.items() if value is not None}
         app = create_app(settings, instance_path=str(instance or tmp_path / "instance"))
         apps.append(app)
         return app
@@ -287,6 +290,29 @@ def test_emulator_port_from_environment(
     assert first.config["ALIPAY_GATEWAY_URL"] == f"http://127.0.0.1:{port}/gateway.do"
     assert second.config["ALIPAY_GATEWAY_URL"] == first.config["ALIPAY_GATEWAY_URL"]
     assert emulator_of(first).auto_approve is False
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_database_url_from_environment(
+    make_demo: Callable[..., Flask],
+    clean_env: pytest.MonkeyPatch,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """README: DATABASE_URL names the database; here a fresh one on the real PostgreSQL."""
+    clean_env.setenv("DATABASE_URL", database_url)
+    demo = make_demo(SQLALCHEMY_DATABASE_URI=None)
+    assert demo.config["SQLALCHEMY_DATABASE_URI"] == database_url
+    assert sign_in(demo.test_client()).status_code == 302
+    # The account is in that database, read without the app.
+    engine = sqlalchemy.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sqlalchemy.text("SELECT alipay_id FROM accounts")).all()
+    finally:
+        engine.dispose()
+    assert [row[0] for row in rows] == [emulator_of(demo).default_user.open_id]
+    assert not (tmp_path / "instance" / "demo.sqlite3").exists()
 
 
 def test_secret_key_from_environment(

@@ -362,12 +362,23 @@ def test_personal_fields_without_session_app_are_refused_at_request_time(
 
 # CSRF --------------------------------------------------------------------------------
 
-LOGOUT_FORM = """
-<form method="post" action="{{ url_for('alipay.logout') }}">
-  <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
-  <button>退出登录 · Sign out</button>
-</form>
-"""
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def html_blocks(page: str, section: str) -> list[str]:
+    """The ```html blocks of one ``## `` section of a Markdown page."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    start = text.index(section)
+    end = text.find("\n## ", start + len(section))
+    return re.findall(r"^```html\n(.*?)^```", text[start : end if end > 0 else None], re.S | re.M)
+
+
+def documented_logout_form() -> str:
+    """The logout form as the docs show it, in docs/deployment.md and in README alike."""
+    (deployment,) = html_blocks("docs/deployment.md", "## CSRF protection")
+    readme = [block for block in html_blocks("README.md", "## Usage") if "alipay.logout" in block]
+    assert readme == [deployment], "README and docs/deployment.md show different logout forms"
+    return deployment
 
 
 def test_csrfprotect_app_wide_sign_in_and_the_documented_logout_form(
@@ -375,7 +386,9 @@ def test_csrfprotect_app_wide_sign_in_and_the_documented_logout_form(
 ) -> None:
     site = make_site()
     CSRFProtect(site)
-    site.add_url_rule("/account", "account", lambda: render_template_string(LOGOUT_FORM))
+    form_template = documented_logout_form()
+    assert "csrf_token()" in form_template
+    site.add_url_rule("/account", "account", lambda: render_template_string(form_template))
     client = site.test_client()
     assert alipay_sign_in(client).status_code == 302
     assert client.post("/alipay/logout").status_code == 400  # no token: Flask-WTF refuses
