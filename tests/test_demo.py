@@ -7,11 +7,13 @@ here and fail in production; every account test runs on both databases.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import flask_login
 import pytest
 import requests
 import sqlalchemy
@@ -25,6 +27,7 @@ from werkzeug.test import TestResponse
 from demo import create_app
 from demo.models import AVATAR_LENGTH, NICK_NAME_LENGTH, Account, db
 from flask_alipay import (
+    AlipayLogin,
     AlipayUser,
     current_alipay_user,
     login_failed,
@@ -32,6 +35,7 @@ from flask_alipay import (
     user_logged_out,
 )
 from flask_alipay.testing import AlipayEmulator
+from flask_alipay.testing.pytest_plugin import SignIn
 
 PRODUCTION = (
     "https://openauth.alipay.com/oauth2/publicAppAuthorize.htm",
@@ -353,3 +357,52 @@ def test_signals_from_other_apps_are_ignored(demo: Flask) -> None:
     with other.app_context():
         user_logged_in.send(other, user=AlipayUser({"open_id": "0other"}), token={})
     assert accounts(demo) == []
+
+
+# The recipe as README prints it ---------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_recipe() -> str:
+    """The Python block of README's "Flask-Login recipe" section, as printed."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Flask-Login recipe") :]
+    found = re.search(r"^```python\n(.*?)^```", section, re.S | re.M)
+    assert found is not None
+    return found[1]
+
+
+def test_readme_recipe_as_printed(
+    database_url: str,
+    alipay_config: dict[str, str],
+    alipay_emulator: AlipayEmulator,
+    alipay_sign_in: SignIn,
+) -> None:
+    recipe: dict[str, Any] = {"__name__": "readme_recipe"}
+    exec(compile(readme_recipe(), "README.md (Flask-Login recipe)", "exec"), recipe)
+    app = Flask("recipe")
+    app.config.update(SECRET_KEY="x", SQLALCHEMY_DATABASE_URI=database_url, **alipay_config)
+    recipe["db"].init_app(app)
+    recipe["login_manager"].init_app(app)
+    AlipayLogin(app)
+    me = flask_login.login_required(lambda: flask_login.current_user.nick_name)
+    app.add_url_rule("/me", "me", me)
+    with app.app_context():
+        recipe["db"].create_all()
+    alipay_emulator.add_user("wordy", nick_name="长" * 200)  # longer than the column
+    try:
+        client = app.test_client()
+        assert client.get("/me").status_code == 302  # Flask-Login sends the visitor to Alipay
+        assert alipay_sign_in(client, "wordy").status_code == 302
+        assert client.get("/me").get_data(as_text=True) == "长" * 64
+        assert alipay_sign_in(app.test_client(), "wordy").status_code == 302  # found, not added
+        with app.app_context():
+            assert recipe["db"].session.query(recipe["Account"]).count() == 1
+        assert client.post("/alipay/logout").status_code == 302
+        assert client.get("/me").status_code == 302  # signed out of Flask-Login too
+    finally:
+        user_logged_in.disconnect(recipe["log_in_local_user"])
+        user_logged_out.disconnect(recipe["log_out_local_user"])
+        with app.app_context():
+            recipe["db"].engine.dispose()
