@@ -296,6 +296,25 @@ def test_emulator_port_from_environment(
     assert emulator_of(first).auto_approve is False
 
 
+def test_workers_starting_together_on_a_new_database(
+    make_demo: Callable[..., Flask], database_url: str
+) -> None:
+    """gunicorn starts its workers at once: another one creates the table between this
+    worker's look and its CREATE TABLE, as happened under the load test."""
+    other_worker = sqlalchemy.create_engine(database_url)
+
+    def created_meanwhile(table: sqlalchemy.Table, connection: Any, **kw: Any) -> None:
+        table.create(other_worker)
+
+    sqlalchemy.event.listen(Account.__table__, "before_create", created_meanwhile, once=True)
+    try:
+        demo = make_demo()
+    finally:
+        other_worker.dispose()
+    assert sign_in(demo.test_client()).status_code == 302
+    assert len(accounts(demo)) == 1
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_database_url_from_environment(
     make_demo: Callable[..., Flask],
