@@ -27,10 +27,13 @@ import os, redis, sqlalchemy
 assert redis.Redis.from_url(os.environ["FLASK_ALIPAY_TEST_REDIS_URL"]).ping()
 engine = sqlalchemy.create_engine(os.environ["FLASK_ALIPAY_TEST_POSTGRES_URL"])
 with engine.connect() as connection:
-    assert connection.execute(sqlalchemy.text("select 1")).scalar() == 1
+    assert connection.execute(sqlalchemy.text("SHOW server_encoding")).scalar() == "UTF8"
 engine.dispose()
 print("both answered", flush=True)
 """
+
+#: No locale, as in a fresh container: initdb would pick SQL_ASCII if not told UTF8.
+NO_LOCALE = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_COLLATE", "LC_MESSAGES")
 
 
 def address(url: str) -> tuple[str, int]:
@@ -65,7 +68,11 @@ echo "folder=$CI_SERVICES_DIR"
 {sys.executable} -c '{ANSWERS}'
 {last_step}
 """
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_ALIPAY_TEST_")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FLASK_ALIPAY_TEST_") and k not in NO_LOCALE
+    }
     run = subprocess.Popen(
         ["bash", "-c", script],
         cwd=ROOT,
@@ -121,6 +128,23 @@ def test_a_variable_naming_no_server_is_a_clear_error() -> None:
     message = str(failure.value)
     assert servers.REDIS_URL_VARIABLE in message and f"127.0.0.1:{port}" in message
     assert "hunter2" not in message
+
+
+def test_the_fixtures_postgresql_is_utf8_whatever_the_locale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in NO_LOCALE:
+        monkeypatch.delenv(name, raising=False)
+    with servers.postgres_server() as url:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as connection:
+            encoding = connection.execute(sqlalchemy.text("SHOW server_encoding")).scalar()
+            nick_name = "长" * 64  # 64 characters, 192 bytes: fits VARCHAR(64) in UTF8 only
+            connection.execute(sqlalchemy.text("CREATE TEMP TABLE t (v VARCHAR(64))"))
+            connection.execute(sqlalchemy.text("INSERT INTO t VALUES (:v)"), {"v": nick_name})
+            fits = connection.execute(sqlalchemy.text("SELECT length(v) FROM t")).scalar()
+        engine.dispose()
+    assert (encoding, fits) == ("UTF8", 64)
 
 
 #: Starts one of the fixtures' own servers, prints its URL, then waits to be killed.

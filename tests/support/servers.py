@@ -203,8 +203,10 @@ def postgres_server() -> Iterator[str]:
         if as_postgres:
             shutil.chown(folder, "postgres", "postgres")
         data = folder / "data"
+        # UTF8 whatever the locale: with no LANG, initdb picks SQL_ASCII, where VARCHAR
+        # lengths count bytes and the column-length tests would not mean what they say.
         subprocess.run(
-            [initdb, "-D", str(data), "-U", "alipay", "--auth=trust"],
+            [initdb, "-D", str(data), "-U", "alipay", "--auth=trust", "-E", "UTF8", "--locale=C"],
             check=True,
             cwd=folder,
             stdout=subprocess.DEVNULL,
