@@ -80,8 +80,9 @@ class Forwarder:
 
     While cut, the port refuses connections and every connection through it has
     been dropped, as when the gateway is unreachable; :meth:`restore` listens on the
-    same port again.  ``latency`` holds each answer back that long before its first
-    byte, as a real gateway 30-300 ms away does.
+    same port again.  ``latency`` holds every answer back that long before its first
+    byte, as a real gateway 30-300 ms away does: each answer on a kept-alive
+    connection too (the site keeps its gateway connections open), not only the first.
     """
 
     #: Longest life of one forwarded connection, and of the forwarder itself.
@@ -167,19 +168,23 @@ class Forwarder:
                     _drop(upstream)
                     return
                 self._sockets.update((client, upstream))
-            for src, dst, delay in ((client, upstream, 0.0), (upstream, client, self.latency)):
-                threading.Thread(target=self._pump, args=(src, dst, delay), daemon=True).start()
+            turn = _Turn()
+            for src, dst, answers in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(
+                    target=self._pump, args=(src, dst, turn, answers), daemon=True
+                ).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, delay: float = 0.0) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, turn: _Turn, answers: bool) -> None:
         deadline = time.monotonic() + self.MAX_LIFE
         try:
             while time.monotonic() < deadline:
                 data = src.recv(65536)
                 if not data:
                     break
-                if delay:
-                    time.sleep(delay)  # the answer's first byte arrives this much later
-                    delay = 0.0
+                if not answers:
+                    turn.asked()  # before it reaches the gateway, which may answer at once
+                elif self.latency and turn.answer_starts():
+                    time.sleep(self.latency)  # each answer's first byte arrives this much later
                 dst.sendall(data)
         except OSError:
             pass
@@ -189,6 +194,26 @@ class Forwarder:
                 self._sockets.discard(dst)
             _drop(src)
             _drop(dst)
+
+
+class _Turn:
+    """Who spoke last on one forwarded connection.  An answer begins with the first
+    bytes the gateway sends after the client sent a request (HTTP/1.1 without
+    pipelining: one request, then its whole answer)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._asked = False
+
+    def asked(self) -> None:
+        with self._lock:
+            self._asked = True
+
+    def answer_starts(self) -> bool:
+        """True for the first chunk of an answer, False for the rest of it."""
+        with self._lock:
+            starts, self._asked = self._asked, False
+            return starts
 
 
 def _drop(sock: socket.socket) -> None:

@@ -2,8 +2,8 @@
 
 Run it by hand from the repository root (gunicorn and gevent are in the ``test`` extra)::
 
-    python benchmarks/throughput.py                 # 3 rounds, 300 sign-ins, 64 browsers
-    python benchmarks/throughput.py --rounds 5 --sign-ins 400 --browsers 96
+    python benchmarks/throughput.py                 # 5 rounds of 200 sign-ins, 64 browsers
+    python benchmarks/throughput.py --rounds 7 --sign-ins 400 --browsers 96
 
 For each worker class (gthread: 4 workers x 8 threads; gevent: 4 workers), it
 starts two stacks of the same shape, each its own emulator and its own gunicorn,
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +31,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from loadsite import READY, WorkerPid, percentile, running_stack, wave
+from loadsite import READY, ROOT, WorkerPid, percentile, running_stack, wave
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
 LATENCY = 0.2
@@ -85,6 +86,18 @@ def _ready(app: Any) -> Any:
     return app
 
 
+def _commit() -> str:
+    """The commit measured (with "+changes" when the tree differs from it)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+        return done.stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + (
+        "+changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    )
+
+
 def measure(stack: Any, sign_ins: int, browsers: int, round_: int) -> dict[str, Any]:
     keys = [f"r{round_}-{n}" for n in range(sign_ins)]
     started = time.monotonic()
@@ -102,13 +115,20 @@ def measure(stack: Any, sign_ins: int, browsers: int, round_: int) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--sign-ins", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sign-ins", type=int, default=200)
     parser.add_argument("--browsers", type=int, default=64)
     args = parser.parse_args()
-    report: dict[str, Any] = {"latency_s": LATENCY, **vars(args), "worker_classes": {}}
+    report: dict[str, Any] = {
+        "latency_s": LATENCY,
+        **vars(args),
+        "commit": _commit(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "worker_classes": {},
+    }
     here = Path(__file__).resolve().parent
     for worker_class in ("gthread", "gevent"):
+        load_before = os.getloadavg()[0]
         with ExitStack() as stacks, tempfile.TemporaryDirectory() as folder:
             running = {
                 site: stacks.enter_context(
@@ -152,6 +172,8 @@ def main() -> None:
             "summary": summary,
             "throughput_ratio_per_round": ratios,
             "throughput_ratio_median": statistics.median(ratios),
+            # The machine is shared: how busy it was, as 1-minute load averages.
+            "load_average_before_after": [load_before, os.getloadavg()[0]],
         }
         for site in SITES:
             s = summary[site]

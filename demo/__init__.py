@@ -28,6 +28,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from flask_alipay import AlipayLogin, AlipayUser, user_logged_in, user_logged_out
 
@@ -62,7 +63,7 @@ def create_app(
     login_manager.init_app(app)
     alipay.init_app(app)
     with app.app_context():
-        db.create_all()
+        _create_tables()
     # Only this app's sign-ins: one process may hold many apps (tests do).
     user_logged_in.connect(_sign_in_account, sender=app)
     user_logged_out.connect(_sign_out_account, sender=app)
@@ -92,6 +93,15 @@ def _sign_in_account(sender: Flask, user: AlipayUser, **extra: Any) -> None:
 def _sign_out_account(sender: Flask, **extra: Any) -> None:
     """Every Alipay logout signs out of Flask-Login too, remember-me cookie included."""
     logout_user()
+
+
+def _create_tables() -> None:
+    """Create the tables that are missing.  Workers that start together on a new
+    database race to do it: the loser finds them made ("already exists") and looks again."""
+    try:
+        db.create_all()
+    except (OperationalError, ProgrammingError, IntegrityError):
+        db.create_all()  # made by another worker meanwhile: nothing is left to create
 
 
 def _dev_secret_key(instance: Path) -> str:

@@ -19,6 +19,7 @@ from .config import AlipayConfig, default_url_prefix, inspect_config, readable_s
 from .errors import AlipayError, UnverifiedAnswer
 from .gateway import Gateway
 from .protocol import ENDPOINTS, SCOPES, TOKEN_METHOD, is_known_scope, is_local_gateway, split_scope
+from .sessions import secret_key_problem, session_fields_problem
 from .settings import CERT_FILES
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ class Report:
 
 def examine(app: Flask, ext: AlipayLogin) -> Report:
     """Check an app's settings without serving: every error, every warning, the callback."""
-    from .extension import secret_key_problem, session_fields_problem
-
     prefix = ext.config_prefix
     loaded, errors = inspect_config(app.config, prefix)
     values = readable_settings(app.config, prefix)

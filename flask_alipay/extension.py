@@ -8,7 +8,6 @@ signing.py -> keys.py.
 from __future__ import annotations
 
 import json
-import secrets
 import weakref
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -17,7 +16,6 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from flask import Flask, current_app, session
-from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 
 from .config import AlipayConfig, load_config
@@ -29,7 +27,12 @@ from .logs import log_failure
 from .oauth import AlipayOAuth2App, valid_code
 from .phone import decrypt_phone_answer
 from .protocol import IDENTITY_FIELDS, USER_INFO_METHOD
-from .settings import COOKIE_SESSION_FIELDS, SESSION_ID_FIELDS
+from .sessions import (
+    request_session_problem,
+    require_secret_key,
+    rotate_session_id,
+    session_fields_problem,
+)
 from .signals import login_failed, send, token_refreshed, user_logged_in
 from .views import as_http_error, make_blueprint
 
@@ -82,7 +85,7 @@ class AlipayLogin:
         app.extensions[self.name] = self
         try:
             config = load_config(app.config, self.config_prefix)
-            _require_secret_key(app)
+            require_secret_key(app)
             problem = session_fields_problem(app, config, self.config_prefix)
             if problem:
                 raise AlipayConfigError(problem)
@@ -122,6 +125,10 @@ class AlipayLogin:
         )
         if old is not None:
             old.gateway.close()
+
+    def session_problem(self, app: Flask) -> str | None:
+        """Why ``app``'s session cannot hold a sign-in now, or None; the views ask per request."""
+        return request_session_problem(app, self.config_for(app), self.config_prefix)
 
     def _state(self) -> _AppState:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -317,60 +324,6 @@ class AlipayLogin:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         send(token_refreshed, app, token=token, name=self.name)
         return token
-
-
-def rotate_session_id(app: Flask, session: Any) -> None:
-    """Give a server-side session a fresh id; cookie sessions have none to steal."""
-    regenerate = getattr(app.session_interface, "regenerate", None)
-    if callable(regenerate):
-        regenerate(session)
-    elif isinstance(getattr(session, "sid", None), str):
-        session.sid = secrets.token_urlsafe(32)  # older server-side sessions: a new key
-        session.modified = True
-
-
-def _require_secret_key(app: Flask) -> None:
-    problem = secret_key_problem(app)
-    if problem:
-        raise AlipayConfigError(problem)
-
-
-def session_fields_problem(app: Flask, config: AlipayConfig, prefix: str) -> str | None:
-    """Why ALIPAY_SESSION_FIELDS would put personal data in the readable cookie, or None.
-
-    With cookie sessions only the ids and settings.COOKIE_SESSION_FIELDS may be
-    kept: an allow-list, so a field Alipay adds later is refused until judged.
-    """
-    allowed = {*SESSION_ID_FIELDS, *COOKIE_SESSION_FIELDS}
-    personal = [name for name in config.session_fields if name not in allowed]
-    if personal and _cookie_sessions(app):
-        return (
-            f"{prefix}SESSION_FIELDS names {', '.join(personal)}, which Flask's session "
-            "cookie would carry where the browser can read it. With cookie sessions it may "
-            f"name only display fields: {', '.join(COOKIE_SESSION_FIELDS)}. Keep other "
-            "fields in your database from the user_logged_in signal, or use server-side "
-            "sessions (Flask-Session)."
-        )
-    return None
-
-
-def _cookie_sessions(app: Flask) -> bool:
-    server_side = app.config.get("SESSION_TYPE") not in (None, "", "null")
-    return isinstance(app.session_interface, SecureCookieSessionInterface) and not server_side
-
-
-def secret_key_problem(app: Flask) -> str | None:
-    """Why the session cannot hold pending sign-ins, or None.
-
-    Only Flask's cookie sessions need SECRET_KEY.  Flask-Session may install its
-    interface after init_app, so its ``SESSION_TYPE`` setting counts as well.
-    """
-    if _cookie_sessions(app) and not app.secret_key:
-        return (
-            "SECRET_KEY is not set: the sign-in state lives in Flask's signed "
-            "session cookie. Set app.config['SECRET_KEY'] to a long random value."
-        )
-    return None
 
 
 def _has_handler(app: Flask, exc_class: type[BaseException]) -> bool:

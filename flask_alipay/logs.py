@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import weakref
 
 from .errors import AlipayError, redact
 
-__all__ = ["REDACTED_LOGGERS", "RedactingFilter", "log", "log_failure", "printable"]
+__all__ = [
+    "REDACTED_LOGGERS",
+    "RedactingFilter",
+    "log",
+    "log_failure",
+    "log_no_regenerate",
+    "printable",
+]
 
 log = logging.getLogger("flask_alipay")
 
@@ -86,4 +95,31 @@ def log_receiver_failure(error: BaseException, name: str) -> None:
         name,
         type(error).__name__,
         extra={"alipay_reason": "receiver", "alipay_status": 500, "alipay_sub_code": None},
+    )
+
+
+_warned_interfaces: weakref.WeakSet[object] = weakref.WeakSet()
+_warned_ids: set[int] = set()  # interfaces that take no weak reference (__slots__)
+_warned_lock = threading.Lock()
+
+
+def log_no_regenerate(interface: object) -> None:
+    """Once per session interface: it has no ``regenerate``, so sign-in keeps the session id."""
+    with _warned_lock:
+        try:
+            if interface in _warned_interfaces:
+                return
+            _warned_interfaces.add(interface)
+        except TypeError:
+            if id(interface) in _warned_ids:
+                return
+            _warned_ids.add(id(interface))
+    kind = type(interface)
+    log.warning(
+        "The session interface %s.%s has no regenerate(session), so the session id is not "
+        "replaced at sign-in: an id planted in a browser before sign-in (session fixation) "
+        "stays signed in. Use Flask-Session 0.7 or later, or give the interface a "
+        "regenerate(session) that moves the session to a new id.",
+        kind.__module__,
+        kind.__qualname__,
     )

@@ -24,7 +24,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError, default_exceptions
 
-from .errors import AlipayError, InvalidState
+from .errors import AlipayConfigError, AlipayError, InvalidState
 from .handoff import deep_link, in_alipay, is_handoff_state, needs_handoff
 from .identity import AlipayUser
 from .logs import log_failure, log_receiver_failure
@@ -48,6 +48,13 @@ RETRY_NEXT = "_flask_alipay_retry_next"
 def make_blueprint(ext: AlipayLogin, url_prefix: str, code_endpoint: bool = False) -> Blueprint:
     """A blueprint named after the extension, so several instances can coexist."""
     bp = Blueprint(ext.name, __name__, url_prefix=url_prefix, template_folder="templates")
+
+    @bp.before_request
+    def session_ready() -> None:
+        # SESSION_TYPE without Session(app) would be a bare 500 at the first write.
+        problem = ext.session_problem(current_app._get_current_object())  # type: ignore[attr-defined]
+        if problem:
+            raise AlipayConfigError(problem)
 
     def default_next() -> str:
         # Under a path prefix (SCRIPT_NAME, ProxyFix x_prefix) "/" means the site's root.

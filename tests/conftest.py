@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ import sqlalchemy
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
+from support import servers
 from support.keys import VECTORS
-from support.servers import postgres_server, redis_server
 from support.site import build_site
 
 from flask_alipay.testing import AlipayEmulator
@@ -75,18 +76,27 @@ def emulator(alipay_emulator: AlipayEmulator) -> AlipayEmulator:
     return alipay_emulator
 
 
+def _server(stack: ExitStack, server: AbstractContextManager[str]) -> str:
+    try:
+        return stack.enter_context(server)
+    except servers.MissingServer as error:
+        pytest.fail(str(error))
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A real PostgreSQL server for the session (Debian's postgresql), on a free port."""
-    with postgres_server() as url:
-        yield url
+    """A real PostgreSQL server for the session (Debian's postgresql): the one .ci/run
+    started (FLASK_ALIPAY_TEST_POSTGRES_URL), else our own on a free port."""
+    with ExitStack() as stack:
+        yield _server(stack, servers.postgres_url())
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A real redis-server for the session (Debian's redis-server), on a free port."""
-    with redis_server() as url:
-        yield url
+    """A real redis-server for the session (Debian's redis-server): the one .ci/run
+    started (FLASK_ALIPAY_TEST_REDIS_URL), else our own on a free port."""
+    with ExitStack() as stack:
+        yield _server(stack, servers.redis_url())
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

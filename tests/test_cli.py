@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -377,3 +378,73 @@ def test_live_against_alipays_own_gateway_says_alipay(good: dict[str, Any]) -> N
     )
     verdict = doctor._verdict(AlipayRefused(sub_code="isv.code-invalid"), config)
     assert verdict.level == "ok" and verdict.message.startswith("Live: Alipay accepted")
+
+
+# keygen and check never import the emulator ------------------------------------------
+
+#: Runs `flask ...` in this process, then says which emulator modules got imported.
+IMPORTS_PROBE = """
+import sys
+from flask.cli import main
+try:
+    main()
+except SystemExit as done:
+    code = done.code
+else:
+    code = 0
+loaded = sorted(name for name in sys.modules if name.startswith("flask_alipay.testing"))
+print("loaded: " + " ".join(loaded))
+sys.exit(code)
+"""
+
+#: A production-shaped app: no emulator in it, settings from a JSON file beside it.
+CHECKED_APP = """
+import json
+from pathlib import Path
+from flask import Flask
+from flask_alipay import AlipayLogin
+
+app = Flask(__name__)
+app.config.update(json.loads((Path(__file__).parent / "settings.json").read_text()))
+AlipayLogin(app)
+"""
+
+
+def loaded_modules(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FLASK_APP", "PYTHONPATH")}
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS_PROBE, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("loaded:")]
+    assert lines, result.stdout + result.stderr
+    return result, set(lines[-1].removeprefix("loaded:").split())
+
+
+EMULATOR = "flask_alipay.testing.emulator"
+
+
+def test_keygen_and_check_do_not_import_the_emulator(
+    tmp_path: Path, good: dict[str, Any], alipay_emulator: AlipayEmulator
+) -> None:
+    keygen, loaded = loaded_modules("alipay", "keygen", "--out", "keys", cwd=tmp_path)
+    assert keygen.returncode == 0, keygen.stderr
+    assert EMULATOR not in loaded, loaded
+
+    (tmp_path / "checked_app.py").write_text(CHECKED_APP)
+    (tmp_path / "settings.json").write_text(json.dumps({"SECRET_KEY": "s", **good}))
+    check, loaded = loaded_modules(
+        "--app", "checked_app", "alipay", "check", "--live", cwd=tmp_path
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "accepted the APPID, the key and the signature" in check.stdout  # it ran
+    assert EMULATOR not in loaded, loaded
+
+    # The probe does see the emulator when a command needs it.
+    emulator, loaded = loaded_modules("alipay", "emulator", "--help", cwd=tmp_path)
+    assert emulator.returncode == 0, emulator.stderr
+    assert EMULATOR in loaded

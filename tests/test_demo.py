@@ -7,13 +7,16 @@ here and fail in production; every account test runs on both databases.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import flask_login
 import pytest
 import requests
+import sqlalchemy
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
@@ -24,6 +27,7 @@ from werkzeug.test import TestResponse
 from demo import create_app
 from demo.models import AVATAR_LENGTH, NICK_NAME_LENGTH, Account, db
 from flask_alipay import (
+    AlipayLogin,
     AlipayUser,
     current_alipay_user,
     login_failed,
@@ -31,6 +35,7 @@ from flask_alipay import (
     user_logged_out,
 )
 from flask_alipay.testing import AlipayEmulator
+from flask_alipay.testing.pytest_plugin import SignIn
 
 PRODUCTION = (
     "https://openauth.alipay.com/oauth2/publicAppAuthorize.htm",
@@ -64,7 +69,9 @@ def make_demo(
     apps: list[Flask] = []
 
     def make(instance: Path | None = None, **config: Any) -> Flask:
+        """``SQLALCHEMY_DATABASE_URI=None`` leaves the database to the demo (DATABASE_URL)."""
         settings = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, **config}
+        settings = {name: value for name, value in settings.items() if value is not None}
         app = create_app(settings, instance_path=str(instance or tmp_path / "instance"))
         apps.append(app)
         return app
@@ -289,6 +296,48 @@ def test_emulator_port_from_environment(
     assert emulator_of(first).auto_approve is False
 
 
+def test_workers_starting_together_on_a_new_database(
+    make_demo: Callable[..., Flask], database_url: str
+) -> None:
+    """gunicorn starts its workers at once: another one creates the table between this
+    worker's look and its CREATE TABLE, as happened under the load test."""
+    other_worker = sqlalchemy.create_engine(database_url)
+
+    def created_meanwhile(table: sqlalchemy.Table, connection: Any, **kw: Any) -> None:
+        table.create(other_worker)
+
+    sqlalchemy.event.listen(Account.__table__, "before_create", created_meanwhile, once=True)
+    try:
+        demo = make_demo()
+    finally:
+        other_worker.dispose()
+    assert sign_in(demo.test_client()).status_code == 302
+    assert len(accounts(demo)) == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_database_url_from_environment(
+    make_demo: Callable[..., Flask],
+    clean_env: pytest.MonkeyPatch,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """README: DATABASE_URL names the database; here a fresh one on the real PostgreSQL."""
+    clean_env.setenv("DATABASE_URL", database_url)
+    demo = make_demo(SQLALCHEMY_DATABASE_URI=None)
+    assert demo.config["SQLALCHEMY_DATABASE_URI"] == database_url
+    assert sign_in(demo.test_client()).status_code == 302
+    # The account is in that database, read without the app.
+    engine = sqlalchemy.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sqlalchemy.text("SELECT alipay_id FROM accounts")).all()
+    finally:
+        engine.dispose()
+    assert [row[0] for row in rows] == [emulator_of(demo).default_user.open_id]
+    assert not (tmp_path / "instance" / "demo.sqlite3").exists()
+
+
 def test_secret_key_from_environment(
     make_demo: Callable[..., Flask], clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -327,3 +376,52 @@ def test_signals_from_other_apps_are_ignored(demo: Flask) -> None:
     with other.app_context():
         user_logged_in.send(other, user=AlipayUser({"open_id": "0other"}), token={})
     assert accounts(demo) == []
+
+
+# The recipe as README prints it ---------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_recipe() -> str:
+    """The Python block of README's "Flask-Login recipe" section, as printed."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Flask-Login recipe") :]
+    found = re.search(r"^```python\n(.*?)^```", section, re.S | re.M)
+    assert found is not None
+    return found[1]
+
+
+def test_readme_recipe_as_printed(
+    database_url: str,
+    alipay_config: dict[str, str],
+    alipay_emulator: AlipayEmulator,
+    alipay_sign_in: SignIn,
+) -> None:
+    recipe: dict[str, Any] = {"__name__": "readme_recipe"}
+    exec(compile(readme_recipe(), "README.md (Flask-Login recipe)", "exec"), recipe)
+    app = Flask("recipe")
+    app.config.update(SECRET_KEY="x", SQLALCHEMY_DATABASE_URI=database_url, **alipay_config)
+    recipe["db"].init_app(app)
+    recipe["login_manager"].init_app(app)
+    AlipayLogin(app)
+    me = flask_login.login_required(lambda: flask_login.current_user.nick_name)
+    app.add_url_rule("/me", "me", me)
+    with app.app_context():
+        recipe["db"].create_all()
+    alipay_emulator.add_user("wordy", nick_name="长" * 200)  # longer than the column
+    try:
+        client = app.test_client()
+        assert client.get("/me").status_code == 302  # Flask-Login sends the visitor to Alipay
+        assert alipay_sign_in(client, "wordy").status_code == 302
+        assert client.get("/me").get_data(as_text=True) == "长" * 64
+        assert alipay_sign_in(app.test_client(), "wordy").status_code == 302  # found, not added
+        with app.app_context():
+            assert recipe["db"].session.query(recipe["Account"]).count() == 1
+        assert client.post("/alipay/logout").status_code == 302
+        assert client.get("/me").status_code == 302  # signed out of Flask-Login too
+    finally:
+        user_logged_in.disconnect(recipe["log_in_local_user"])
+        user_logged_out.disconnect(recipe["log_out_local_user"])
+        with app.app_context():
+            recipe["db"].engine.dispose()

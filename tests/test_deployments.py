@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from flask import Flask, render_template_string
+from flask import Flask, Request, Response, render_template_string
+from flask.sessions import SessionInterface, SessionMixin
 from flask.testing import FlaskClient
 from flask_session import Session
 from flask_sqlalchemy import SQLAlchemy
@@ -21,6 +23,7 @@ from flask_wtf.csrf import CSRFProtect
 from itsdangerous import URLSafeTimedSerializer
 from support.browser import authorize, finish, start_login
 from support.site import build_site
+from werkzeug.datastructures import CallbackDict
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_alipay import (
@@ -28,6 +31,7 @@ from flask_alipay import (
     AlipayLogin,
     InvalidState,
     login_failed,
+    login_required,
     user_logged_in,
 )
 from flask_alipay.oauth import STATE_TTL
@@ -76,8 +80,9 @@ def test_proxyfix_x_prefix_and_a_default_next(
 
 
 def test_a_receiver_that_raises_leaves_no_identity_and_reaches_the_app(
-    make_site: Callable[..., Flask], alipay_sign_in: SignIn
+    make_site: Callable[..., Flask], alipay_sign_in: SignIn, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="flask_alipay")
     site = make_site()
     site.config["PROPAGATE_EXCEPTIONS"] = False
     failures: list[BaseException] = []
@@ -105,6 +110,14 @@ def test_a_receiver_that_raises_leaves_no_identity_and_reaches_the_app(
     assert len(failures) == 1 and failures == handled
     assert client.get("/").get_data(as_text=True) == "home anonymous"
     assert client.get("/private").status_code == 302
+    # One ERROR, with the attributes an alert rule reads, and no "sign-in failed" WARNING.
+    (record,) = [r for r in caplog.records if r.name == "flask_alipay"]
+    assert record.levelno == logging.ERROR and "Constraint" in record.getMessage()
+    assert (record.alipay_reason, record.alipay_status, record.alipay_sub_code) == (  # type: ignore[attr-defined]
+        "receiver",
+        500,
+        None,
+    )
 
 
 def test_an_async_receiver_is_awaited(
@@ -133,12 +146,27 @@ def session_backend(kind: str, tmp_path: Path, redis_url: str | None) -> dict[st
             "SESSION_TYPE": "sqlalchemy",
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'sessions.sqlite3'}",
         }
+    if kind == "filesystem":
+        return {"SESSION_TYPE": "filesystem", "SESSION_FILE_DIR": str(tmp_path / "sessions")}
     from cachelib import FileSystemCache
 
     return {"SESSION_TYPE": "cachelib", "SESSION_CACHELIB": FileSystemCache(str(tmp_path))}
 
 
-@pytest.fixture(params=["redis", "sqlalchemy", "cachelib"])
+#: Flask-Session 0.7 deprecated its filesystem type (for cachelib); sites still run it.
+FILESYSTEM_DEPRECATED = pytest.mark.filterwarnings(
+    "ignore:.*(FileSystemSessionInterface|SESSION_FILE_DIR).*deprecated:DeprecationWarning"
+)
+
+
+@pytest.fixture(
+    params=[
+        "redis",
+        "sqlalchemy",
+        "cachelib",
+        pytest.param("filesystem", marks=FILESYSTEM_DEPRECATED),
+    ]
+)
 def server_side(
     request: pytest.FixtureRequest, alipay_config: dict[str, str], tmp_path: Path
 ) -> Flask:
@@ -169,6 +197,54 @@ def test_server_side_sessions_sign_in_and_rotate_the_session_id(
     assert attacker.get("/private").status_code == 302  # the planted id signs nobody in
 
 
+class DictSession(CallbackDict[str, Any], SessionMixin):
+    def __init__(self, data: dict[str, Any], sid: str) -> None:
+        super().__init__(data)
+        self.sid = sid
+
+
+class DictSessionInterface(SessionInterface):
+    """A minimal server-side session interface of the older kind: the id in the cookie,
+    the data on the server, and no regenerate()."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, dict[str, Any]] = {}
+
+    def open_session(self, app: Flask, request: Request) -> DictSession:
+        sid = request.cookies.get(self.get_cookie_name(app), "")
+        if sid in self.store:
+            return DictSession(dict(self.store[sid]), sid)
+        return DictSession({}, secrets.token_urlsafe(16))
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        assert isinstance(session, DictSession)
+        self.store[session.sid] = dict(session)
+        response.set_cookie(self.get_cookie_name(app), session.sid, httponly=True)
+
+
+def test_an_interface_without_regenerate_is_named_in_one_warning(
+    make_site: Callable[..., Flask], alipay_sign_in: SignIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = make_site()
+    site.session_interface = DictSessionInterface()
+    caplog.set_level(logging.WARNING, logger="flask_alipay")
+    for _ in range(2):
+        client = site.test_client()
+        client.get("/alipay/login")
+        before = client.get_cookie("session")
+        assert alipay_sign_in(client).status_code == 302
+        assert client.get("/private").status_code == 200
+        after = client.get_cookie("session")
+        # Not rotated, as the warning says: flask_alipay cannot know how such ids are stored.
+        assert before is not None and after is not None and after.value == before.value
+    warnings = [r for r in caplog.records if "regenerate" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert (warnings[0].levelno, warnings[0].name) == (logging.WARNING, "flask_alipay")
+    assert "test_deployments.DictSessionInterface" in message
+    assert "session fixation" in message and "Flask-Session 0.7" in message
+
+
 @pytest.mark.parametrize("order", ["session-first", "alipay-first"])
 def test_secret_key_is_not_demanded_for_server_side_sessions(
     alipay_config: dict[str, str], redis_url: str, order: str, alipay_sign_in: SignIn
@@ -194,14 +270,115 @@ def test_cookie_sessions_still_demand_a_secret_key(alipay_config: dict[str, str]
         AlipayLogin(app)
 
 
+def no_key_material(message: str, config: dict[str, str]) -> bool:
+    key_lines = config["ALIPAY_PRIVATE_KEY"].splitlines()[1:-1]
+    return not any(line in message for line in key_lines)
+
+
+SIGNER_DEPRECATED = "ignore:The 'use_signer' option is deprecated:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(SIGNER_DEPRECATED)
+@pytest.mark.parametrize("order", ["session-first", "alipay-first"])
+def test_session_use_signer_demands_a_secret_key(
+    alipay_config: dict[str, str], redis_url: str, order: str
+) -> None:
+    app = Flask("signed-ids")
+    app.config.update(
+        alipay_config,
+        SESSION_TYPE="redis",
+        SESSION_REDIS=redis.Redis.from_url(redis_url),
+        SESSION_USE_SIGNER=True,  # Flask-Session signs the session id with SECRET_KEY
+    )
+    if order == "session-first":
+        Session(app)
+    with pytest.raises(AlipayConfigError, match=r"SECRET_KEY.*SESSION_USE_SIGNER") as failure:
+        AlipayLogin(app)
+    assert no_key_material(str(failure.value), alipay_config)
+
+
+@pytest.mark.filterwarnings(SIGNER_DEPRECATED)
+def test_session_use_signer_with_a_secret_key_signs_in(
+    alipay_config: dict[str, str], redis_url: str, alipay_sign_in: SignIn
+) -> None:
+    app = Flask("signed-ids")
+    app.config.update(
+        alipay_config,
+        SECRET_KEY="signs-the-session-ids",
+        SESSION_TYPE="redis",
+        SESSION_REDIS=redis.Redis.from_url(redis_url),
+        SESSION_USE_SIGNER=True,
+    )
+    AlipayLogin(app)
+    Session(app)
+    app.add_url_rule("/private", "private", login_required(lambda: "private"))
+    client = app.test_client()
+    assert alipay_sign_in(client).status_code == 302
+    cookie = client.get_cookie("session")
+    assert cookie is not None and "." in cookie.value  # a signed session id
+    assert client.get("/private").status_code == 200
+
+
+def forgot_session_app(config: dict[str, Any], redis_url: str) -> Flask:
+    """SESSION_TYPE set, Session(app) never called: init_app trusts the setting."""
+    app = Flask("forgot-session")
+    app.config.update(config, SESSION_TYPE="redis", SESSION_REDIS=redis.Redis.from_url(redis_url))
+    AlipayLogin(app)
+    return app
+
+
+def test_session_type_without_session_app_names_the_fix_at_request_time(
+    alipay_config: dict[str, str], redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = forgot_session_app(alipay_config, redis_url)
+    app.testing = True
+    expected = r"SESSION_TYPE is set.*call Session\(app\).*SECRET_KEY"
+    with pytest.raises(AlipayConfigError, match=expected) as failure:
+        app.test_client().get("/alipay/login")
+    assert no_key_material(str(failure.value), alipay_config)
+    # In production, the 500 is logged with the same message, not a bare one.
+    app.testing = False
+    caplog.set_level(logging.ERROR)
+    assert app.test_client().get("/alipay/login").status_code == 500
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info is not None and isinstance(record.exc_info[1], AlipayConfigError)
+    assert "call Session(app)" in str(record.exc_info[1])
+
+
+def test_personal_fields_without_session_app_are_refused_at_request_time(
+    alipay_config: dict[str, str], redis_url: str
+) -> None:
+    fields = ["nick_name", "mobile"]
+    app = forgot_session_app(
+        {**alipay_config, "SECRET_KEY": "x", "ALIPAY_SESSION_FIELDS": fields}, redis_url
+    )
+    app.testing = True
+    expected = r"ALIPAY_SESSION_FIELDS keeps mobile.*Session\(app\)"
+    with pytest.raises(AlipayConfigError, match=expected):
+        app.test_client().get("/alipay/login")
+    Session(app)  # now the fields stay on the server
+    assert app.test_client().get("/alipay/login").status_code == 302
+
+
 # CSRF --------------------------------------------------------------------------------
 
-LOGOUT_FORM = """
-<form method="post" action="{{ url_for('alipay.logout') }}">
-  <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
-  <button>退出登录 · Sign out</button>
-</form>
-"""
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def html_blocks(page: str, section: str) -> list[str]:
+    """The ```html blocks of one ``## `` section of a Markdown page."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    start = text.index(section)
+    end = text.find("\n## ", start + len(section))
+    return re.findall(r"^```html\n(.*?)^```", text[start : end if end > 0 else None], re.S | re.M)
+
+
+def documented_logout_form() -> str:
+    """The logout form as the docs show it, in docs/deployment.md and in README alike."""
+    (deployment,) = html_blocks("docs/deployment.md", "## CSRF protection")
+    readme = [block for block in html_blocks("README.md", "## Usage") if "alipay.logout" in block]
+    assert readme == [deployment], "README and docs/deployment.md show different logout forms"
+    return deployment
 
 
 def test_csrfprotect_app_wide_sign_in_and_the_documented_logout_form(
@@ -209,7 +386,9 @@ def test_csrfprotect_app_wide_sign_in_and_the_documented_logout_form(
 ) -> None:
     site = make_site()
     CSRFProtect(site)
-    site.add_url_rule("/account", "account", lambda: render_template_string(LOGOUT_FORM))
+    form_template = documented_logout_form()
+    assert "csrf_token()" in form_template
+    site.add_url_rule("/account", "account", lambda: render_template_string(form_template))
     client = site.test_client()
     assert alipay_sign_in(client).status_code == 302
     assert client.post("/alipay/logout").status_code == 400  # no token: Flask-WTF refuses

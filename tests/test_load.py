@@ -9,6 +9,7 @@ are injected over the emulator's control channel.  The harness is benchmarks/loa
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import re
 import threading
@@ -19,9 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import requests
 from loadsite import (
     TOKEN_METHOD,
     USER_INFO_METHOD,
+    Forwarder,
     SignIn,
     Stack,
     percentile,
@@ -163,6 +166,67 @@ def wait_until(run: Run, predicate: Callable[[], bool], what: str, limit: float 
     pytest.fail(f"timed out waiting for {what}")
 
 
+class KeepAliveGateway(http.server.BaseHTTPRequestHandler):
+    """An HTTP/1.1 server that keeps connections open, as Alipay's gateway does (the
+    emulator, on Werkzeug's development server, closes each one)."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+
+    def setup(self) -> None:
+        super().setup()
+        type(self).connections += 1
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b'{"answer": 1}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_forwarder_holds_back_every_answer_on_a_kept_alive_connection() -> None:
+    """The load test's latency must hold on a reused gateway connection too, as the
+    site's keep-alive session reuses one against a real gateway."""
+    gateway = type("Gateway", (KeepAliveGateway,), {"connections": 0})  # counts its own
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    forwarder = Forwarder(("127.0.0.1", server.server_address[1]), latency=LATENCY)
+    try:
+        with requests.Session() as session:
+            took = []
+            for _ in range(3):
+                started = time.monotonic()
+                answer = session.post(forwarder.url + "/gateway.do", data=b"a=1", timeout=10)
+                took.append(time.monotonic() - started)
+                assert answer.json() == {"answer": 1}
+    finally:
+        forwarder.stop()
+        server.shutdown()
+        server.server_close()
+    assert gateway.connections == 1  # one connection, reused
+    assert min(took) >= LATENCY, f"answers took {took}: one came back without the delay"
+
+
+#: Sign-ins one after another, before the load, to see the gateway's latency alone.
+PROBES = 6
+
+
+def test_every_gateway_call_is_answered_late(run: Run) -> None:
+    """The latency is really applied, to every call, also on the kept-alive connection
+    the site reuses: a callback makes two gateway calls, so none can take less than
+    twice the latency.  (A floor, to prove the injected delay; no speed is asserted.)"""
+    results = [sign_in(run.stack.site_url, f"probe-{n}", REQUEST_TIMEOUT) for n in range(PROBES)]
+    assert all(r.signed_in for r in results), [(r.status, r.error, r.failure) for r in results]
+    callbacks = sorted(r.seconds["callback"] for r in results)
+    assert callbacks[0] >= 2 * LATENCY, f"callbacks took {callbacks}: the delay was skipped"
+    print(f"probes: callbacks {', '.join(f'{c:.2f}' for c in callbacks)} s")
+
+
 def test_two_hundred_browsers_sign_in_as_themselves_across_workers(run: Run) -> None:
     stack = run.stack
     assert len(stack.worker_pids) == 4
@@ -184,7 +248,13 @@ def test_two_hundred_browsers_sign_in_as_themselves_across_workers(run: Run) -> 
     assert len(served) >= 2, served
     assert served <= {str(pid) for pid in stack.worker_pids}
     assert not failure_lines(stack)
-    print(summary("first wave", results), f"{len(crossed)} crossed workers")
+    # Two gateway calls per callback, each held back LATENCY: a floor under the median.
+    callback_p50 = percentile([r.seconds["callback"] for r in results], 0.5)
+    assert callback_p50 >= 2 * LATENCY, callback_p50
+    print(
+        summary("first wave", results),
+        f"callback p50 {callback_p50:.2f} s, {len(crossed)} crossed workers",
+    )
 
 
 def test_gateway_faults_mid_load_fail_cleanly_and_spare_the_others(run: Run) -> None:

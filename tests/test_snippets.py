@@ -92,7 +92,11 @@ for _name, _value in _settings.items():
     _os.environ["FLASK_" + _name] = _value
 """,
     ("README.md", 3): """
-app = create_app()
+app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})  # the recipe's factory, in short
+db.init_app(app)
+login_manager.init_app(app)
+with app.app_context():
+    db.create_all()
 _tokens = []
 user_logged_in.connect(lambda sender, token, **extra: _tokens.append(token), sender=app,
                        weak=False)
@@ -102,11 +106,72 @@ stored = _tokens[0]
     ("README.md", 4): """
 app = _fresh_app()
 """,
+    # README's tests are for the Usage app, which does not run the Flask-Login recipe.
+    ("README.md", 5): """
+user_logged_in.disconnect(log_in_local_user)
+user_logged_out.disconnect(log_out_local_user)
+""",
     # configuration.md: a Flask app to fill, and one with a second instance's settings.
     ("docs/configuration.md", 0): _EMULATOR + "\nfrom flask import Flask\n",
     ("docs/configuration.md", 3): """
 from flask_alipay import AlipayLogin
 app = _fresh_app()
+""",
+    # signals.md: a site on Flask-SQLAlchemy with its own Account model (as README's
+    # recipe has it, with id_kind and avatar) and an onboarding page; a token store of
+    # its own, encrypting with Fernet; a refresh token stored at a real sign-in.
+    ("docs/signals.md", 1): _EMULATOR
+    + """
+from flask_login import UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from flask_alipay import AlipayLogin
+
+app = _fresh_app()
+app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+db = SQLAlchemy(app)
+
+
+class Account(UserMixin, db.Model):
+    id = db.Column(db.Integer, primary_key=True)
+    alipay_id = db.Column(db.String(64), unique=True, nullable=False)
+    id_kind = db.Column(db.String(8))
+    nick_name = db.Column(db.String(64))
+    avatar = db.Column(db.String(512))
+
+
+AlipayLogin(app)
+app.add_url_rule("/onboarding", "onboarding", lambda: "welcome")
+with app.app_context():
+    db.create_all()
+""",
+    ("docs/signals.md", 3): """
+from cryptography.fernet import Fernet as _Fernet
+
+_fernet = _Fernet(_Fernet.generate_key())
+
+
+def encrypt(text):
+    return _fernet.encrypt(text.encode())
+
+
+class AlipayToken:
+    rows = {}
+
+    @classmethod
+    def save(cls, **row):
+        cls.rows[row["alipay_id"]] = row
+
+    @classmethod
+    def update(cls, token):
+        cls.rows["refreshed"] = token
+""",
+    ("docs/signals.md", 4): """
+_done = _sign_in(_emulator, app.test_client())
+assert _done.status_code == 302 and _done.headers["Location"] == "/onboarding", _done.data
+(_row,) = AlipayToken.rows.values()
+stored_refresh_token = _fernet.decrypt(_row["refresh_token"]).decode()
+with app.app_context():
+    assert db.session.execute(db.select(Account)).scalar_one().nick_name == "小明"
 """,
     # testing.md, "Without pytest": the app key pair a script has made or loaded.
     ("docs/testing.md", 5): """

@@ -281,6 +281,45 @@ def test_live_server_of_a_production_app_is_pointed(live_server, alipay_emulator
 """
 
 
+#: pytest-flask's plain form: the app fixture takes alipay_config like any other fixture.
+PLAIN_APP_FIXTURE_TESTS = """
+import pytest
+import requests
+from flask import Flask
+from flask_alipay import AlipayLogin, current_alipay_user, login_required
+
+
+@pytest.fixture
+def app(alipay_config):
+    app = Flask("plainapp")
+    app.config.update(SECRET_KEY="x", SERVER_NAME="127.0.0.1", **alipay_config)
+    AlipayLogin(app)
+
+    @app.route("/me")
+    @login_required
+    def me():
+        return current_alipay_user["nick_name"]
+
+    return app
+
+
+def test_plain_app_fixture_and_client(client, alipay_emulator, alipay_sign_in):
+    alipay_emulator.add_user("alice", nick_name="爱丽丝")
+    assert alipay_sign_in(client, "alice", next="/me").headers["Location"] == "/me"
+    assert client.get("/me").get_data(as_text=True) == "爱丽丝"
+
+
+def test_plain_app_fixture_and_live_server(live_server, alipay_emulator):
+    browser = requests.Session()
+    login = browser.get(live_server.url("/alipay/login?next=/me"), allow_redirects=False)
+    assert login.headers["Location"].startswith(alipay_emulator.server.authorize_url + "?")
+    consent = requests.get(login.headers["Location"], allow_redirects=False, timeout=10)
+    done = browser.get(consent.headers["Location"], allow_redirects=False, timeout=10)
+    assert done.status_code == 302, done.text
+    assert browser.get(live_server.url("/me")).text == "小明"
+"""
+
+
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist-2"])
 def test_plugin_with_pytest_flask_and_xdist(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
@@ -288,7 +327,9 @@ def test_plugin_with_pytest_flask_and_xdist(
     # FlaskGroup sets FLASK_RUN_FROM_CLI=true in os.environ when an earlier test runs the
     # flask command in-process; inherited, it makes live_server's app.run() return at once.
     monkeypatch.delenv("FLASK_RUN_FROM_CLI", raising=False)
-    pytester.makepyfile(test_pytest_flask_app=PYTEST_FLASK_TESTS)
+    pytester.makepyfile(
+        test_pytest_flask_app=PYTEST_FLASK_TESTS, test_plain_app_fixture=PLAIN_APP_FIXTURE_TESTS
+    )
     pytester.makeini(
         "[pytest]\nlive_server_scope = function\n"
         "markers = production: an app configured for production\n"
@@ -296,4 +337,4 @@ def test_plugin_with_pytest_flask_and_xdist(
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--live-server-host=127.0.0.1", *workers
     )
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=5)
