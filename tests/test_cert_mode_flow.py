@@ -48,7 +48,10 @@ def cert_emulator(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> Iterator[AlipayEmulator]:
     emulator = AlipayEmulator(
-        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, cert_mode=True
+        strict=True,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
+        cert_mode=True,
     )
     with emulator.serve():
         yield emulator
@@ -342,7 +345,10 @@ def test_a_download_must_bring_the_certificate_asked_for_signed_under_it(
 def own_pki(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> AlipayEmulator:
     """An emulator's PKI, never rotated: its Alipay certificate carries ``alipay_key``."""
     return AlipayEmulator(
-        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, cert_mode=True
+        strict=True,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
+        cert_mode=True,
     )
 
 

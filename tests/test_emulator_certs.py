@@ -8,6 +8,7 @@ against the extension's own certificate support.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -43,7 +44,10 @@ EMULATOR = (sys.executable, "-m", "flask_alipay.testing")
 @pytest.fixture
 def emulator(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> Iterator[AlipayEmulator]:
     emu = AlipayEmulator(
-        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, cert_mode=True
+        strict=True,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
+        cert_mode=True,
     )
     with emu.serve():
         yield emu
@@ -233,8 +237,8 @@ def test_app_cert_carries_the_app_key(
 
 
 def test_each_emulator_makes_its_own_pki(app_key: rsa.RSAPrivateKey) -> None:
-    one = AlipayEmulator(app_public_key=app_key.public_key(), cert_mode=True)
-    two = AlipayEmulator(app_public_key=app_key.public_key(), cert_mode=True)
+    one = AlipayEmulator(strict=True, app_public_key=app_key.public_key(), cert_mode=True)
+    two = AlipayEmulator(strict=True, app_public_key=app_key.public_key(), cert_mode=True)
     assert one.root_cert_sn != two.root_cert_sn
     assert one.alipay_cert_sn != two.alipay_cert_sn
     assert one.app_cert_sn() != two.app_cert_sn()
@@ -243,7 +247,9 @@ def test_each_emulator_makes_its_own_pki(app_key: rsa.RSAPrivateKey) -> None:
 def test_key_mode_has_no_certificates(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey, tmp_path: Path
 ) -> None:
-    emu = AlipayEmulator(app_public_key=app_key.public_key(), alipay_private_key=alipay_key)
+    emu = AlipayEmulator(
+        strict=True, app_public_key=app_key.public_key(), alipay_private_key=alipay_key
+    )
     assert not emu.cert_mode
     for read_it in (
         lambda: emu.root_cert_pem,
@@ -319,8 +325,12 @@ def test_missing_or_wrong_app_cert_sn_is_refused(
     answer = read(client.exchange(code), TOKEN_NODE)
     assert answer.node == "error_response"
     error = verified(emulator, answer)
-    assert error["sub_code"] == "isv.app-cert-not-exist"
-    assert error["sub_msg"] == "应用公钥证书不存在"
+    if sn in (None, ""):  # as Alipay answers a call without one
+        assert (error["code"], error["sub_code"]) == ("40001", "isv.missing-app-cert-sn")
+        assert error["sub_msg"].startswith("缺少应用公钥证书序列号，解决方案：")
+    else:
+        assert error["sub_code"] == "isv.app-cert-not-exist"
+        assert error["sub_msg"].startswith("应用公钥证书不存在，解决方案：")
     assert answer.cert_sn == emulator.alipay_cert_sn
 
 
@@ -388,8 +398,9 @@ def test_error_answers_carry_the_sn(emulator: AlipayEmulator, app_key: rsa.RSAPr
     sn = emulator.alipay_cert_sn
 
     bad_code = read(client.exchange("not-a-code"), TOKEN_NODE)
-    assert verified(emulator, bad_code)["sub_code"] == "isv.code-invalid"
+    assert json.loads(bad_code.content)["sub_code"] == "isv.code-invalid"
     assert bad_code.cert_sn == sn
+    assert bad_code.sign == ""  # as Alipay has answered it in certificate mode
 
     emulator.inject(TOKEN, sub_code="isp.unknow-error")
     injected = read(client.exchange(emulator.issue_code()), TOKEN_NODE)
@@ -489,7 +500,9 @@ def test_the_download_refuses_what_it_cannot_serve(
 def test_the_download_does_not_exist_in_key_mode(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
-    emu = AlipayEmulator(app_public_key=app_key.public_key(), alipay_private_key=alipay_key)
+    emu = AlipayEmulator(
+        strict=True, app_public_key=app_key.public_key(), alipay_private_key=alipay_key
+    )
     with emu.serve():
         client = CertClient(emu, app_key)
         response = client.call(DOWNLOAD, {"biz_content": '{"alipay_cert_sn":"' + "0" * 32 + '"}'})
@@ -502,7 +515,9 @@ def test_the_download_does_not_exist_in_key_mode(
 def test_key_mode_accepts_sn_params_and_answers_without_an_sn(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
-    emu = AlipayEmulator(app_public_key=app_key.public_key(), alipay_private_key=alipay_key)
+    emu = AlipayEmulator(
+        strict=True, app_public_key=app_key.public_key(), alipay_private_key=alipay_key
+    )
     with emu.serve():
         client = CertClient(emu, app_key, sns={"app_cert_sn": "x", "alipay_root_cert_sn": "y"})
         response = client.exchange(emu.issue_code())
@@ -576,7 +591,8 @@ def test_cli_cert_mode_writes_the_files_and_prints_their_paths(tmp_path: Path) -
             "app_cert_sn": app_leaf.sn,
             "alipay_root_cert_sn": root_cert_sn(root_text),
         }
-        business = {"grant_type": "authorization_code", "code": "unknown"}
+        # Not a code: an unknown one answers "sign":"" in certificate mode, as at Alipay.
+        business = {"grant_type": "refresh_token", "refresh_token": "unknown"}
         query["sign"] = sign_text(string_to_sign({**query, **business}), app_key, "RSA2", "utf-8")
         response = requests.post(
             gateway + "?" + urllib.parse.urlencode(query), data=business, timeout=10
@@ -585,7 +601,7 @@ def test_cli_cert_mode_writes_the_files_and_prints_their_paths(tmp_path: Path) -
         (alipay_leaf,) = leaf_certificates(alipay_text)
         assert answer.cert_sn == alipay_leaf.sn
         assert verify(answer.content, answer.sign, alipay_leaf.public_key, "RSA2")
-        assert answer.data["sub_code"] == "isv.code-invalid"  # past every certificate check
+        assert answer.data["sub_code"] == "isv.refresh-token-invalid"  # past every cert check
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -74,6 +74,7 @@ class AlipayEmulator(NativeClients):
         timestamp_tolerance: float = 600,
         cert_mode: bool = False,
         control: bool = False,
+        strict: bool = False,
     ) -> None:
         self.app_id = app_id
         self.auto_approve = auto_approve
@@ -83,6 +84,7 @@ class AlipayEmulator(NativeClients):
         self.expires_as_string = expires_as_string
         self.sign_unescaped_slashes = sign_unescaped_slashes
         self.timestamp_tolerance = timestamp_tolerance
+        self.strict = strict
         self._state = State()
         self._lock = self._state.lock
         self._keys = AlipayKeys(alipay_private_key, cert_mode, self._lock)
