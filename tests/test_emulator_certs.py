@@ -182,9 +182,12 @@ def test_config_in_cert_mode_has_certificates_not_a_public_key(emulator: AlipayE
 
 
 def test_root_sn_counts_the_rsa_root_only(emulator: AlipayEmulator) -> None:
-    blocks = pem_blocks(emulator.root_cert_pem)
+    text = emulator.root_cert_pem
+    blocks = pem_blocks(text)
     assert len(blocks) == 2
-    rsa_root, ec_root = (x509.load_der_x509_certificate(der) for der in blocks)
+    # As the real file: a non-RSA root first, the blocks separated by a blank line.
+    assert "-----END CERTIFICATE-----\n\n-----BEGIN CERTIFICATE-----" in text
+    ec_root, rsa_root = (x509.load_der_x509_certificate(der) for der in blocks)
     assert rsa_root.signature_algorithm_oid.dotted_string.startswith(RSA_SIGNATURE_ARC)
     assert isinstance(ec_root.public_key(), ec.EllipticCurvePublicKey)
     assert not ec_root.signature_algorithm_oid.dotted_string.startswith(RSA_SIGNATURE_ARC)
@@ -193,14 +196,16 @@ def test_root_sn_counts_the_rsa_root_only(emulator: AlipayEmulator) -> None:
         root.verify_directly_issued_by(root)
     assert rsa_root.issuer.rfc4514_string().startswith("CN=Emulated Alipay Root CA,")
 
-    assert emulator.root_cert_sn.split("_") == [cert_sn(blocks[0])]
+    assert emulator.root_cert_sn.split("_") == [cert_sn(blocks[1])]
 
 
-def test_alipay_cert_file_is_intermediate_then_leaf(emulator: AlipayEmulator) -> None:
-    blocks = pem_blocks(emulator.alipay_cert_pem)
-    assert len(blocks) == 2
-    intermediate, leaf = (x509.load_der_x509_certificate(der) for der in blocks)
-    root = x509.load_der_x509_certificate(pem_blocks(emulator.root_cert_pem)[0])
+def test_alipay_cert_file_holds_alipays_certificate_alone(emulator: AlipayEmulator) -> None:
+    """As the real ``alipayCertPublicKey_RSA2.crt``; the download carries the intermediate."""
+    (only,) = pem_blocks(emulator.alipay_cert_pem)
+    blocks = pem_blocks(emulator.alipay_cert_download_pem)
+    assert len(blocks) == 2 and blocks[0] == only
+    leaf, intermediate = (x509.load_der_x509_certificate(der) for der in blocks)
+    root = x509.load_der_x509_certificate(pem_blocks(emulator.root_cert_pem)[1])
     # The chain: root -> intermediate (a CA not in the bundle) -> Alipay's leaf.
     assert is_ca(intermediate) and not is_ca(leaf)
     intermediate.verify_directly_issued_by(root)
@@ -208,7 +213,7 @@ def test_alipay_cert_file_is_intermediate_then_leaf(emulator: AlipayEmulator) ->
     assert blocks[0] not in pem_blocks(emulator.root_cert_pem)
 
     leaves = leaf_certificates(emulator.alipay_cert_pem)
-    assert [entry.sn for entry in leaves] == [cert_sn(blocks[1])] == [emulator.alipay_cert_sn]
+    assert [entry.sn for entry in leaves] == [cert_sn(only)] == [emulator.alipay_cert_sn]
     assert same_key(leaves[0].public_key, emulator.alipay_public_key)
 
 
@@ -219,7 +224,7 @@ def test_app_cert_carries_the_app_key(
     assert same_key(leaf.public_key, app_key.public_key())
     assert leaf.sn == emulator.app_cert_sn(APP_ID)
     cert = x509.load_der_x509_certificate(pem_blocks(emulator.app_cert_pem())[0])
-    intermediate = x509.load_der_x509_certificate(pem_blocks(emulator.alipay_cert_pem)[0])
+    intermediate = x509.load_der_x509_certificate(pem_blocks(emulator.alipay_cert_download_pem)[1])
     cert.verify_directly_issued_by(intermediate)
 
     emulator.register_app(OTHER_APP_ID, pem_public(other_key.public_key()))

@@ -99,11 +99,7 @@ class AlipayEmulator(NativeClients):
         self.control = control
         self.register_app(app_id, app_public_key)
         self.default_user = self.add_user(
-            "default",
-            nick_name="小明",
-            gender="m",
-            province="浙江省",
-            city="杭州市",
+            "default", nick_name="小明", gender="m", province="浙江省", city="杭州市"
         )
         self.app = self._make_app()
 
@@ -134,14 +130,21 @@ class AlipayEmulator(NativeClients):
 
     @property
     def root_cert_pem(self) -> str:
-        """``alipayRootCert.crt``: an RSA root, then an ECC root that must not count in the SN."""
+        """``alipayRootCert.crt`` as Alipay lays it out: blank-line separated PEM blocks, a
+        non-RSA (ECC) root first, which must not count in the SN, then an RSA root."""
         return self._keys.certs().root_bundle
 
     @property
     def alipay_cert_pem(self) -> str:
-        """``alipayCertPublicKey_RSA2.crt``: the intermediate CA first, then Alipay's own
-        certificate, so a reader has to pick the one that is not a CA."""
-        return self._keys.certs().intermediate.pem + self._keys.alipay_cert().pem
+        """``alipayCertPublicKey_RSA2.crt``: Alipay's certificate alone, as the real file.
+        (``alipay.open.app.alipaycert.download`` serves it with its intermediate.)"""
+        return self._keys.alipay_cert().pem
+
+    @property
+    def alipay_cert_download_pem(self) -> str:
+        """What ``alipay.open.app.alipaycert.download`` serves: the certificate, then its
+        intermediate (the download, not the file)."""
+        return self._keys.alipay_chain(self.alipay_cert_sn) or ""
 
     def app_cert_pem(self, app_id: str | None = None) -> str:
         """``appCertPublicKey_<APPID>.crt``: the certificate Alipay issued for the app's key."""
