@@ -50,6 +50,9 @@ class AlipayEmulator(NativeClients):
     ``alipay_root_cert_sn`` on every gateway call, and answers with
     ``alipay_cert_sn``; :meth:`config` then gives certificates, not a key.
 
+    ``strict=True`` refuses parameters outside the SDKs' query/body split (the real
+    gateway answers them); ``timestamp_tolerance`` is the timestamp window, seconds.
+
     With ``control=True`` another process can steer it over HTTP (off by
     default, when those paths answer 404): ``POST /_emulator/inject`` with a
     JSON object of :meth:`inject` keyword arguments (``method`` included),
