@@ -48,7 +48,10 @@ def cert_emulator(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> Iterator[AlipayEmulator]:
     emulator = AlipayEmulator(
-        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, cert_mode=True
+        strict=True,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
+        cert_mode=True,
     )
     with emulator.serve():
         yield emulator
@@ -342,7 +345,10 @@ def test_a_download_must_bring_the_certificate_asked_for_signed_under_it(
 def own_pki(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> AlipayEmulator:
     """An emulator's PKI, never rotated: its Alipay certificate carries ``alipay_key``."""
     return AlipayEmulator(
-        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, cert_mode=True
+        strict=True,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
+        cert_mode=True,
     )
 
 
@@ -384,7 +390,7 @@ def test_downloaded_base64_may_be_wrapped_in_whitespace_and_nothing_else(
         }
     )
     sn = own_pki.alipay_cert_sn
-    content = wrap(base64.b64encode(own_pki.alipay_cert_pem.encode()).decode())
+    content = wrap(base64.b64encode(own_pki.alipay_cert_download_pem.encode()).decode())
     body = download_answer(content, sn, alipay_key)
     if accepted:
         assert read_downloaded_cert(cfg, 200, body, sn).sn == sn
@@ -503,3 +509,19 @@ def test_check_understands_certificate_mode(
     assert "Alipay accepted" not in result.output  # the emulator answered, not Alipay
     stale = run_check({**config, "ALIPAY_PUBLIC_KEY": cert_emulator.alipay_public_key_base64})
     assert "ALIPAY_PUBLIC_KEY is ignored in certificate mode" in stale.output
+
+
+def test_a_root_bundle_beginning_with_alipays_real_sm2_root_still_signs_in(
+    cert_config: dict[str, Any], cert_emulator: AlipayEmulator
+) -> None:
+    """The real alipayRootCert.crt begins with an SM2 root (NRCAC's ROOTCA), which
+    cryptography cannot make: prepend Alipay's own, blank-line separated.  It is not
+    RSA-signed, so it must not count in alipay_root_cert_sn, and sign-in passes."""
+    real = (VECTORS / "alipayRootCert.crt").read_text(encoding="ascii")
+    sm2_root = real[: real.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+    assert "MIIBszCCAVegAwIBAgIIaeL+wBcKxns" in sm2_root  # SM3withSM2, not RSA
+    bundle = sm2_root + "\n\n" + cert_emulator.root_cert_pem
+    site = build_site({**cert_config, "ALIPAY_ROOT_CERT": bundle})
+    assert sign_in(site.test_client()).status_code == 302
+    (call, *_) = cert_emulator.requests
+    assert call.query["alipay_root_cert_sn"] == cert_emulator.root_cert_sn

@@ -10,7 +10,6 @@ import base64
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +18,7 @@ import requests
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from support.gateway_client import APP_ID, TOKEN, TOKEN_NODE, USER_INFO, USER_INFO_NODE, Client
 
 from flask_alipay.keys import load_public_key, public_key_base64
 from flask_alipay.signing import (
@@ -28,97 +28,9 @@ from flask_alipay.signing import (
     string_to_sign,
     verify_signature,
 )
-from flask_alipay.testing import AlipayEmulator, EmulatorServer, beijing_now
+from flask_alipay.testing import AlipayEmulator, beijing_now
 
-APP_ID = "2021000000000001"
-TOKEN = "alipay.system.oauth.token"
-USER_INFO = "alipay.user.info.share"
-TOKEN_NODE = "alipay_system_oauth_token_response"
-USER_INFO_NODE = "alipay_user_info_share_response"
 CALLBACK = "https://rp.example.com/callback"
-
-
-@dataclass
-class Client:
-    """A minimal hand-written Alipay client: the SDKs' split, signed by hand."""
-
-    emulator: AlipayEmulator
-    key: rsa.RSAPrivateKey
-    app_id: str = APP_ID
-
-    @property
-    def server(self) -> EmulatorServer:
-        assert self.emulator.server is not None
-        return self.emulator.server
-
-    def call(
-        self,
-        method: str,
-        business: dict[str, str],
-        *,
-        charset: str = "utf-8",
-        sign_type: str = "RSA2",
-        auth_token: str | None = None,
-        timestamp: str | None = None,
-        key: rsa.RSAPrivateKey | None = None,
-        move_to_body: tuple[str, ...] = (),
-        timeout: float = 10,
-    ) -> requests.Response:
-        query = {
-            "app_id": self.app_id,
-            "method": method,
-            "format": "JSON",
-            "charset": charset,
-            "sign_type": sign_type,
-            "timestamp": timestamp or beijing_now().strftime("%Y-%m-%d %H:%M:%S"),
-            "version": "1.0",
-        }
-        if auth_token is not None:
-            query["auth_token"] = auth_token
-        body = dict(business)
-        for name in move_to_body:
-            body[name] = query.pop(name)
-        text = string_to_sign({**query, **body})
-        query["sign"] = sign_text(text, key or self.key, sign_type, charset)
-        url = self.server.gateway_url + "?" + urllib.parse.urlencode(query, encoding=charset)
-        return requests.post(
-            url,
-            data=urllib.parse.urlencode(body, encoding=charset).encode("ascii"),
-            headers={"Content-Type": f"application/x-www-form-urlencoded;charset={charset}"},
-            timeout=timeout,
-        )
-
-    def read(
-        self,
-        response: requests.Response,
-        node: str,
-        charset: str = "utf-8",
-        sign_type: str = "RSA2",
-    ) -> tuple[str, dict[str, Any]]:
-        """The answer's node name and data, after checking Alipay's signature."""
-        assert response.status_code == 200
-        answer = parse_answer(response.content, node, charset)
-        assert answer.sign, "the emulator signs every answer"
-        assert verify_signature(
-            answer.content, answer.sign, self.emulator.alipay_public_key, sign_type
-        ), "the answer's signature does not verify"
-        return answer.node, answer.data
-
-    def exchange(self, code: str, **options: Any) -> tuple[str, dict[str, Any]]:
-        charset = options.get("charset", "utf-8")
-        sign_type = options.get("sign_type", "RSA2")
-        response = self.call(TOKEN, {"grant_type": "authorization_code", "code": code}, **options)
-        return self.read(response, TOKEN_NODE, charset, sign_type)
-
-    def refresh(self, refresh_token: str) -> tuple[str, dict[str, Any]]:
-        business = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return self.read(self.call(TOKEN, business), TOKEN_NODE)
-
-    def profile(self, access_token: str, **options: Any) -> tuple[str, dict[str, Any]]:
-        charset = options.get("charset", "utf-8")
-        sign_type = options.get("sign_type", "RSA2")
-        response = self.call(USER_INFO, {}, auth_token=access_token, **options)
-        return self.read(response, USER_INFO_NODE, charset, sign_type)
 
 
 @pytest.fixture
@@ -201,6 +113,7 @@ def test_consent_page_shows_app_and_escapes_users(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
     emulator = AlipayEmulator(
+        strict=True,
         app_public_key=app_key.public_key(),
         alipay_private_key=alipay_key,
         auto_approve=False,
@@ -220,6 +133,7 @@ def test_consent_approve_and_cancel(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
     emulator = AlipayEmulator(
+        strict=True,
         app_public_key=app_key.public_key(),
         alipay_private_key=alipay_key,
         auto_approve=False,
@@ -248,7 +162,10 @@ def test_consent_page_adds_a_user(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
     emulator = AlipayEmulator(
-        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, auto_approve=False
+        strict=True,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
+        auto_approve=False,
     )
     with emulator.serve() as server:
         page = authorize(emulator)
@@ -329,8 +246,11 @@ def test_code_is_single_use(emulator: AlipayEmulator, client: Client) -> None:
         "code": "40002",
         "msg": "Invalid Arguments",
         "sub_code": "isv.code-invalid",
-        "sub_msg": "授权码code无效",
+        "sub_msg": error["sub_msg"],
     }
+    assert error["sub_msg"].startswith(
+        "授权码code无效，解决方案：https://open.alipay.com/api/errCheck?traceId="
+    )
 
 
 def test_code_for_another_app_is_refused_and_burned(
@@ -345,6 +265,7 @@ def test_code_for_another_app_is_refused_and_burned(
 
 def test_code_expires(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> None:
     emulator = AlipayEmulator(
+        strict=True,
         app_public_key=app_key.public_key(),
         alipay_private_key=alipay_key,
         code_ttl=0.2,
@@ -372,9 +293,10 @@ def test_wrong_key_signature_is_refused_and_quoted(
     assert error["code"] == "40002"
     assert error["sub_code"] == "isv.invalid-signature"
     assert error["sub_msg"].startswith("验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配")
-    quoted = error["sub_msg"].split("网关生成的验签字符串为：", 1)[1]
-    assert quoted == emulator.requests[-1].string_to_sign
-    assert f"code={code}" in quoted and "sign_type=RSA2" in quoted and "&sign=" not in quoted
+    quoted = error["sub_msg"].split("网关生成的验签字符串为：", 1)[1].split("，解决方案：")[0]
+    assert quoted == emulator.requests[-1].string_to_sign.replace("&", "&amp;")
+    assert f"&amp;code={code}&amp;" in quoted and "sign_type=RSA2" in quoted
+    assert "&amp;sign=" not in quoted
     # Refused before the business layer: the code is still good.
     assert client.exchange(code)[0] == TOKEN_NODE
 
@@ -402,7 +324,9 @@ def test_charset_missing_from_query(emulator: AlipayEmulator, client: Client) ->
     )
     _, error = client.read(response, TOKEN_NODE)
     assert error["sub_code"] == "isv.invalid-signature"
-    assert error["sub_msg"] == "验签出错，请确认charset参数放在了URL查询字符串中"
+    assert error["sub_msg"].startswith(
+        "验签出错，请确认charset参数放在了URL查询字符串中，解决方案："
+    )
 
 
 def test_unknown_charset_is_refused(emulator: AlipayEmulator, client: Client) -> None:
@@ -476,11 +400,21 @@ def test_requests_are_recorded_as_sent(emulator: AlipayEmulator, client: Client)
 
 
 def test_unknown_app_and_app_without_key(emulator: AlipayEmulator, client: Client) -> None:
+    """Texts and shapes as real answers: an unknown APPID's answer has no sign member."""
     stranger = Client(emulator, client.key, app_id="2021000000009999")
-    assert stranger.exchange("x")[1]["sub_code"] == "isv.invalid-app-id"
+    unsigned = parse_answer(stranger.call(TOKEN, {"code": "x"}).content, TOKEN_NODE, "utf-8")
+    assert unsigned.node == "error_response" and not unsigned.sign
+    assert b'"sign"' not in stranger.call(TOKEN, {"code": "x"}).content
+    assert unsigned.data["sub_code"] == "isv.invalid-app-id"
     emulator.register_app("2021000000000003", None)
     keyless = Client(emulator, client.key, app_id="2021000000000003")
-    assert keyless.exchange("x")[1]["sub_code"] == "isv.missing-signature-config"
+    error = keyless.exchange("x")[1]
+    assert (error["code"], error["msg"], error["sub_code"]) == (
+        "40003",
+        "Insufficient Conditions",
+        "isv.missing-signature-config",
+    )
+    assert error["sub_msg"].startswith("应用未配置对应签名算法的公钥或者证书，解决方案：")
 
 
 def test_unknown_method_and_grant_type(emulator: AlipayEmulator, client: Client) -> None:
@@ -610,6 +544,7 @@ def test_refresh_flow(emulator: AlipayEmulator, client: Client) -> None:
 
 def test_expires_as_string(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> None:
     emulator = AlipayEmulator(
+        strict=True,
         app_public_key=app_key.public_key(),
         alipay_private_key=alipay_key,
         expires_as_string=True,
@@ -624,6 +559,7 @@ def test_sign_unescaped_slashes_needs_the_java_sdk_retry(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
     emulator = AlipayEmulator(
+        strict=True,
         app_public_key=app_key.public_key(),
         alipay_private_key=alipay_key,
         sign_unescaped_slashes=True,
@@ -645,7 +581,9 @@ def test_sign_unescaped_slashes_needs_the_java_sdk_retry(
 def test_config_points_at_the_running_server(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
-    emulator = AlipayEmulator(app_public_key=app_key.public_key(), alipay_private_key=alipay_key)
+    emulator = AlipayEmulator(
+        strict=True, app_public_key=app_key.public_key(), alipay_private_key=alipay_key
+    )
     with pytest.raises(RuntimeError):
         emulator.config()
     with emulator.serve() as server:

@@ -8,6 +8,7 @@ against the extension's own certificate support.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -43,7 +44,10 @@ EMULATOR = (sys.executable, "-m", "flask_alipay.testing")
 @pytest.fixture
 def emulator(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> Iterator[AlipayEmulator]:
     emu = AlipayEmulator(
-        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, cert_mode=True
+        strict=True,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
+        cert_mode=True,
     )
     with emu.serve():
         yield emu
@@ -178,9 +182,12 @@ def test_config_in_cert_mode_has_certificates_not_a_public_key(emulator: AlipayE
 
 
 def test_root_sn_counts_the_rsa_root_only(emulator: AlipayEmulator) -> None:
-    blocks = pem_blocks(emulator.root_cert_pem)
+    text = emulator.root_cert_pem
+    blocks = pem_blocks(text)
     assert len(blocks) == 2
-    rsa_root, ec_root = (x509.load_der_x509_certificate(der) for der in blocks)
+    # As the real file: a non-RSA root first, the blocks separated by a blank line.
+    assert "-----END CERTIFICATE-----\n\n-----BEGIN CERTIFICATE-----" in text
+    ec_root, rsa_root = (x509.load_der_x509_certificate(der) for der in blocks)
     assert rsa_root.signature_algorithm_oid.dotted_string.startswith(RSA_SIGNATURE_ARC)
     assert isinstance(ec_root.public_key(), ec.EllipticCurvePublicKey)
     assert not ec_root.signature_algorithm_oid.dotted_string.startswith(RSA_SIGNATURE_ARC)
@@ -189,14 +196,16 @@ def test_root_sn_counts_the_rsa_root_only(emulator: AlipayEmulator) -> None:
         root.verify_directly_issued_by(root)
     assert rsa_root.issuer.rfc4514_string().startswith("CN=Emulated Alipay Root CA,")
 
-    assert emulator.root_cert_sn.split("_") == [cert_sn(blocks[0])]
+    assert emulator.root_cert_sn.split("_") == [cert_sn(blocks[1])]
 
 
-def test_alipay_cert_file_is_intermediate_then_leaf(emulator: AlipayEmulator) -> None:
-    blocks = pem_blocks(emulator.alipay_cert_pem)
-    assert len(blocks) == 2
-    intermediate, leaf = (x509.load_der_x509_certificate(der) for der in blocks)
-    root = x509.load_der_x509_certificate(pem_blocks(emulator.root_cert_pem)[0])
+def test_alipay_cert_file_holds_alipays_certificate_alone(emulator: AlipayEmulator) -> None:
+    """As the real ``alipayCertPublicKey_RSA2.crt``; the download carries the intermediate."""
+    (only,) = pem_blocks(emulator.alipay_cert_pem)
+    blocks = pem_blocks(emulator.alipay_cert_download_pem)
+    assert len(blocks) == 2 and blocks[0] == only
+    leaf, intermediate = (x509.load_der_x509_certificate(der) for der in blocks)
+    root = x509.load_der_x509_certificate(pem_blocks(emulator.root_cert_pem)[1])
     # The chain: root -> intermediate (a CA not in the bundle) -> Alipay's leaf.
     assert is_ca(intermediate) and not is_ca(leaf)
     intermediate.verify_directly_issued_by(root)
@@ -204,7 +213,7 @@ def test_alipay_cert_file_is_intermediate_then_leaf(emulator: AlipayEmulator) ->
     assert blocks[0] not in pem_blocks(emulator.root_cert_pem)
 
     leaves = leaf_certificates(emulator.alipay_cert_pem)
-    assert [entry.sn for entry in leaves] == [cert_sn(blocks[1])] == [emulator.alipay_cert_sn]
+    assert [entry.sn for entry in leaves] == [cert_sn(only)] == [emulator.alipay_cert_sn]
     assert same_key(leaves[0].public_key, emulator.alipay_public_key)
 
 
@@ -215,7 +224,7 @@ def test_app_cert_carries_the_app_key(
     assert same_key(leaf.public_key, app_key.public_key())
     assert leaf.sn == emulator.app_cert_sn(APP_ID)
     cert = x509.load_der_x509_certificate(pem_blocks(emulator.app_cert_pem())[0])
-    intermediate = x509.load_der_x509_certificate(pem_blocks(emulator.alipay_cert_pem)[0])
+    intermediate = x509.load_der_x509_certificate(pem_blocks(emulator.alipay_cert_download_pem)[1])
     cert.verify_directly_issued_by(intermediate)
 
     emulator.register_app(OTHER_APP_ID, pem_public(other_key.public_key()))
@@ -233,8 +242,8 @@ def test_app_cert_carries_the_app_key(
 
 
 def test_each_emulator_makes_its_own_pki(app_key: rsa.RSAPrivateKey) -> None:
-    one = AlipayEmulator(app_public_key=app_key.public_key(), cert_mode=True)
-    two = AlipayEmulator(app_public_key=app_key.public_key(), cert_mode=True)
+    one = AlipayEmulator(strict=True, app_public_key=app_key.public_key(), cert_mode=True)
+    two = AlipayEmulator(strict=True, app_public_key=app_key.public_key(), cert_mode=True)
     assert one.root_cert_sn != two.root_cert_sn
     assert one.alipay_cert_sn != two.alipay_cert_sn
     assert one.app_cert_sn() != two.app_cert_sn()
@@ -243,7 +252,9 @@ def test_each_emulator_makes_its_own_pki(app_key: rsa.RSAPrivateKey) -> None:
 def test_key_mode_has_no_certificates(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey, tmp_path: Path
 ) -> None:
-    emu = AlipayEmulator(app_public_key=app_key.public_key(), alipay_private_key=alipay_key)
+    emu = AlipayEmulator(
+        strict=True, app_public_key=app_key.public_key(), alipay_private_key=alipay_key
+    )
     assert not emu.cert_mode
     for read_it in (
         lambda: emu.root_cert_pem,
@@ -319,8 +330,12 @@ def test_missing_or_wrong_app_cert_sn_is_refused(
     answer = read(client.exchange(code), TOKEN_NODE)
     assert answer.node == "error_response"
     error = verified(emulator, answer)
-    assert error["sub_code"] == "isv.app-cert-not-exist"
-    assert error["sub_msg"] == "应用公钥证书不存在"
+    if sn in (None, ""):  # as Alipay answers a call without one
+        assert (error["code"], error["sub_code"]) == ("40001", "isv.missing-app-cert-sn")
+        assert error["sub_msg"].startswith("缺少应用公钥证书序列号，解决方案：")
+    else:
+        assert error["sub_code"] == "isv.app-cert-not-exist"
+        assert error["sub_msg"].startswith("应用公钥证书不存在，解决方案：")
     assert answer.cert_sn == emulator.alipay_cert_sn
 
 
@@ -388,8 +403,9 @@ def test_error_answers_carry_the_sn(emulator: AlipayEmulator, app_key: rsa.RSAPr
     sn = emulator.alipay_cert_sn
 
     bad_code = read(client.exchange("not-a-code"), TOKEN_NODE)
-    assert verified(emulator, bad_code)["sub_code"] == "isv.code-invalid"
+    assert json.loads(bad_code.content)["sub_code"] == "isv.code-invalid"
     assert bad_code.cert_sn == sn
+    assert bad_code.sign == ""  # as Alipay has answered it in certificate mode
 
     emulator.inject(TOKEN, sub_code="isp.unknow-error")
     injected = read(client.exchange(emulator.issue_code()), TOKEN_NODE)
@@ -489,7 +505,9 @@ def test_the_download_refuses_what_it_cannot_serve(
 def test_the_download_does_not_exist_in_key_mode(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
-    emu = AlipayEmulator(app_public_key=app_key.public_key(), alipay_private_key=alipay_key)
+    emu = AlipayEmulator(
+        strict=True, app_public_key=app_key.public_key(), alipay_private_key=alipay_key
+    )
     with emu.serve():
         client = CertClient(emu, app_key)
         response = client.call(DOWNLOAD, {"biz_content": '{"alipay_cert_sn":"' + "0" * 32 + '"}'})
@@ -502,7 +520,9 @@ def test_the_download_does_not_exist_in_key_mode(
 def test_key_mode_accepts_sn_params_and_answers_without_an_sn(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> None:
-    emu = AlipayEmulator(app_public_key=app_key.public_key(), alipay_private_key=alipay_key)
+    emu = AlipayEmulator(
+        strict=True, app_public_key=app_key.public_key(), alipay_private_key=alipay_key
+    )
     with emu.serve():
         client = CertClient(emu, app_key, sns={"app_cert_sn": "x", "alipay_root_cert_sn": "y"})
         response = client.exchange(emu.issue_code())
@@ -576,7 +596,8 @@ def test_cli_cert_mode_writes_the_files_and_prints_their_paths(tmp_path: Path) -
             "app_cert_sn": app_leaf.sn,
             "alipay_root_cert_sn": root_cert_sn(root_text),
         }
-        business = {"grant_type": "authorization_code", "code": "unknown"}
+        # Not a code: an unknown one answers "sign":"" in certificate mode, as at Alipay.
+        business = {"grant_type": "refresh_token", "refresh_token": "unknown"}
         query["sign"] = sign_text(string_to_sign({**query, **business}), app_key, "RSA2", "utf-8")
         response = requests.post(
             gateway + "?" + urllib.parse.urlencode(query), data=business, timeout=10
@@ -585,7 +606,7 @@ def test_cli_cert_mode_writes_the_files_and_prints_their_paths(tmp_path: Path) -
         (alipay_leaf,) = leaf_certificates(alipay_text)
         assert answer.cert_sn == alipay_leaf.sn
         assert verify(answer.content, answer.sign, alipay_leaf.public_key, "RSA2")
-        assert answer.data["sub_code"] == "isv.code-invalid"  # past every certificate check
+        assert answer.data["sub_code"] == "isv.refresh-token-invalid"  # past every cert check
     finally:
         process.terminate()
         process.wait(timeout=10)

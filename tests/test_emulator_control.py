@@ -35,7 +35,10 @@ DOWNLOAD = "alipay.open.app.alipaycert.download"
 @pytest.fixture
 def steered(app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey) -> Iterator[AlipayEmulator]:
     emu = AlipayEmulator(
-        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, control=True
+        strict=True,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
+        control=True,
     )
     with emu.serve():
         yield emu
@@ -270,6 +273,7 @@ def steered_certs(
     app_key: rsa.RSAPrivateKey, alipay_key: rsa.RSAPrivateKey
 ) -> Iterator[AlipayEmulator]:
     emu = AlipayEmulator(
+        strict=True,
         app_public_key=app_key.public_key(),
         alipay_private_key=alipay_key,
         cert_mode=True,

@@ -338,7 +338,10 @@ def test_an_alipay_cert_sn_cannot_forge_a_log_line(
 ) -> None:
     """Certificate mode: the answer's alipay_cert_sn is quoted in the failure line."""
     emulator = AlipayEmulator(
-        app_public_key=app_key.public_key(), alipay_private_key=alipay_key, cert_mode=True
+        strict=True,
+        app_public_key=app_key.public_key(),
+        alipay_private_key=alipay_key,
+        cert_mode=True,
     )
     forged = (
         b'{"alipay_system_oauth_token_response":{"access_token":"x"},'

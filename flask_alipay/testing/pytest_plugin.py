@@ -2,7 +2,11 @@
 
 Fixtures:
 
-* ``alipay_emulator``: an AlipayEmulator on a loopback port for one test.  If
+* ``alipay_emulator``: an AlipayEmulator on a loopback port for one test, in
+  strict mode (``strict=True``): a parameter outside the official SDKs' split
+  (common ones in the query string, business ones in the body) is refused,
+  though the real gateway would answer it, so a site's tests catch it.  Set
+  ``alipay_emulator.strict = False`` in a test to answer like the gateway.  If
   the test also uses an ``app`` fixture whose app has AlipayLogin, that app is
   pointed at the emulator (and given back its settings afterwards); any other
   app can be pointed with ``alipay_emulator.point(app)``.
@@ -125,10 +129,11 @@ def alipay_test_keys() -> AlipayTestKeys:
 
 @pytest.fixture
 def alipay_emulator(alipay_test_keys: AlipayTestKeys) -> Iterator[AlipayEmulator]:
-    """The Alipay emulator on loopback, auto-approving, for one test."""
+    """The Alipay emulator on loopback, auto-approving and strict, for one test."""
     emulator = AlipayEmulator(
         app_public_key=alipay_test_keys.app.public_key(),
         alipay_private_key=alipay_test_keys.alipay,
+        strict=True,
     )
     with emulator.serve():
         yield emulator

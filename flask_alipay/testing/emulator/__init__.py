@@ -11,7 +11,11 @@ demand (:meth:`AlipayEmulator.inject`) the ways Alipay has been seen to.
 The package is split by layer:
 
 * ``state``: apps, users, grants, queued injections, recorded calls; one lock.
-* ``methods``: the gateway's checks and its methods, table-driven; no HTTP.
+* ``methods``: the gateway's stateful checks and its methods, table-driven; no HTTP.
+* ``checks``: the stateless checks, how a refusal reads, and placement: lenient
+  like the real gateway by default, recorded as ``placement:`` warnings on
+  each call, refused with ``strict=True`` (the pytest plugin's emulator).
+* ``ids``: made-up ids, codes and tokens shaped like Alipay's.
 * ``answers``: answers written the way Alipay writes them, and spoiled on demand.
 * ``gateway``: ``gateway.do`` itself: reads a call off the wire, records it,
   answers it.

@@ -87,12 +87,15 @@ def render(
     injection: Injection | None = None,
 ) -> Rendered:
     """``{"<node>":{...},"sign":"..."}`` with the node's exact bytes signed; in
-    certificate mode ``"alipay_cert_sn"`` sits between the node and ``"sign"``."""
+    certificate mode ``"alipay_cert_sn"`` sits between the node and ``"sign"``.  An
+    answer Alipay leaves unsigned has no ``sign`` member, or ``"sign":""``."""
     node_text = alipay_json(answer.data, charset)
     parts = [f"{{{json.dumps(answer.node)}:{node_text}"]
     if signing.cert_sn is not None:
         parts.append(f',"alipay_cert_sn":"{signing.cert_sn}"')
-    if injection is None or not injection.unsigned:
+    if answer.signature == "empty":
+        parts.append(',"sign":""')
+    elif answer.signature == "signed" and (injection is None or not injection.unsigned):
         signature = _sign(node_text, charset, sign_type, signing, injection)
         parts.append(f',"sign":"{signature}"')
     parts.append("}")

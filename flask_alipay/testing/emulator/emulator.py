@@ -50,6 +50,9 @@ class AlipayEmulator(NativeClients):
     ``alipay_root_cert_sn`` on every gateway call, and answers with
     ``alipay_cert_sn``; :meth:`config` then gives certificates, not a key.
 
+    ``strict=True`` refuses parameters outside the SDKs' query/body split (the real
+    gateway answers them); ``timestamp_tolerance`` is the timestamp window, seconds.
+
     With ``control=True`` another process can steer it over HTTP (off by
     default, when those paths answer 404): ``POST /_emulator/inject`` with a
     JSON object of :meth:`inject` keyword arguments (``method`` included),
@@ -74,6 +77,7 @@ class AlipayEmulator(NativeClients):
         timestamp_tolerance: float = 600,
         cert_mode: bool = False,
         control: bool = False,
+        strict: bool = False,
     ) -> None:
         self.app_id = app_id
         self.auto_approve = auto_approve
@@ -83,6 +87,7 @@ class AlipayEmulator(NativeClients):
         self.expires_as_string = expires_as_string
         self.sign_unescaped_slashes = sign_unescaped_slashes
         self.timestamp_tolerance = timestamp_tolerance
+        self.strict = strict
         self._state = State()
         self._lock = self._state.lock
         self._keys = AlipayKeys(alipay_private_key, cert_mode, self._lock)
@@ -97,11 +102,7 @@ class AlipayEmulator(NativeClients):
         self.control = control
         self.register_app(app_id, app_public_key)
         self.default_user = self.add_user(
-            "default",
-            nick_name="小明",
-            gender="m",
-            province="浙江省",
-            city="杭州市",
+            "default", nick_name="小明", gender="m", province="浙江省", city="杭州市"
         )
         self.app = self._make_app()
 
@@ -132,14 +133,21 @@ class AlipayEmulator(NativeClients):
 
     @property
     def root_cert_pem(self) -> str:
-        """``alipayRootCert.crt``: an RSA root, then an ECC root that must not count in the SN."""
+        """``alipayRootCert.crt`` as Alipay lays it out: blank-line separated PEM blocks, a
+        non-RSA (ECC) root first, which must not count in the SN, then an RSA root."""
         return self._keys.certs().root_bundle
 
     @property
     def alipay_cert_pem(self) -> str:
-        """``alipayCertPublicKey_RSA2.crt``: the intermediate CA first, then Alipay's own
-        certificate, so a reader has to pick the one that is not a CA."""
-        return self._keys.certs().intermediate.pem + self._keys.alipay_cert().pem
+        """``alipayCertPublicKey_RSA2.crt``: Alipay's certificate alone, as the real file.
+        (``alipay.open.app.alipaycert.download`` serves it with its intermediate.)"""
+        return self._keys.alipay_cert().pem
+
+    @property
+    def alipay_cert_download_pem(self) -> str:
+        """What ``alipay.open.app.alipaycert.download`` serves: the certificate, then its
+        intermediate (the download, not the file)."""
+        return self._keys.alipay_chain(self.alipay_cert_sn) or ""
 
     def app_cert_pem(self, app_id: str | None = None) -> str:
         """``appCertPublicKey_<APPID>.crt``: the certificate Alipay issued for the app's key."""

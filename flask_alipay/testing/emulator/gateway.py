@@ -21,6 +21,7 @@ from flask_alipay.protocol import SIGN_TYPES, wire_charset
 from flask_alipay.signing import string_to_sign
 
 from .answers import Rendered, Signing, gbk_error, html_error, render
+from .checks import placement_warnings
 from .methods import Answer, Call, Methods, injected_error
 from .pki import AlipayKeys
 from .state import GatewayRequest, Injection, State
@@ -51,9 +52,16 @@ def _is_form(content_type: str | None) -> bool:
     return media_type == "application/x-www-form-urlencoded"
 
 
-def read_call(raw_query: bytes, content_type: str | None, body: bytes, host_url: str) -> Call:
+def read_call(
+    raw_query: bytes,
+    content_type: str | None,
+    body: bytes,
+    host_url: str,
+    http_method: str = "POST",
+) -> Call:
     """A call from its raw bytes: decoded in the charset the query names (utf-8 if
-    none or an unknown one is named; the checks refuse those), body only if a form."""
+    none or an unknown one is named; the checks refuse those), body only if a form;
+    where it departs from the SDKs' placement is noted on the record."""
     if not _is_form(content_type):
         body = b""
     named_charset = _first_value(raw_query, "charset")
@@ -68,6 +76,7 @@ def read_call(raw_query: bytes, content_type: str | None, body: bytes, host_url:
         string_to_sign=string_to_sign({**query, **form}),
         content_type=content_type,
         charset=named_charset,
+        warnings=placement_warnings(query_pairs, form_pairs, http_method),
     )
     return Call(record, query_pairs, form_pairs, charset, host_url)
 
@@ -93,7 +102,7 @@ class GatewayView:
         """The Flask view: the body is read raw, and only when it is form-encoded."""
         content_type = request.headers.get("Content-Type")
         body = request.get_data(cache=False) if _is_form(content_type) else b""
-        call = read_call(request.query_string, content_type, body, request.host_url)
+        call = read_call(request.query_string, content_type, body, request.host_url, request.method)
         injection = self.state.record(call.record)
         sign_type = call.record.query.get("sign_type", "RSA2")
         if sign_type not in SIGN_TYPES:

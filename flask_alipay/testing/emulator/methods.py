@@ -20,21 +20,27 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from flask_alipay.protocol import (
     BEIJING,
-    BODY_PARAMS,
-    CHARSETS,
     ERROR_NODE,
-    QUERY_PARAMS,
-    SIGN_TYPES,
     SUCCESS_CODE,
     TIMESTAMP_FORMAT,
     TOKEN_METHOD,
     USER_INFO_METHOD,
     node_name,
     wants_profile,
-    wire_charset,
 )
-from flask_alipay.signing import verify_signature
 
+from .checks import (
+    Refused,
+    SignatureMember,
+    check_charset,
+    check_placement,
+    check_required,
+    check_sign_type,
+    check_signature,
+    insufficient,
+    invalid,
+    missing,
+)
 from .paths import AVATAR_PATH
 from .pki import Pki
 from .state import GatewayRequest, Grant, Injection, State
@@ -51,21 +57,7 @@ __all__ = [
     "injected_error",
 ]
 
-#: Other system parameters the SDKs may also put in the query string.
-OPTIONAL_QUERY_PARAMS = frozenset(
-    {
-        "alipay_sdk",
-        "app_auth_token",
-        "notify_url",
-        "return_url",
-        "prod_code",
-        "terminal_type",
-        "terminal_info",
-    }
-)
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
-#: "utf-8和GBK": the wire names, in the order the library lists them.
-_CHARSET_NAMES = "和".join(dict.fromkeys(CHARSETS.values()))
 
 
 def beijing_now() -> datetime:
@@ -79,24 +71,8 @@ class Answer:
 
     node: str
     data: dict[str, Any]
-
-
-class Refused(Exception):
-    """A request the gateway turns down with an ``error_response``."""
-
-    def __init__(self, code: str, msg: str, sub_code: str, sub_msg: str) -> None:
-        super().__init__(sub_code)
-        self.error = {"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg}
-
-
-def _invalid(sub_code: str, sub_msg: str) -> Refused:
-    """40002: a parameter is there but wrong."""
-    return Refused("40002", "Invalid Arguments", sub_code, sub_msg)
-
-
-def _missing(sub_code: str, sub_msg: str) -> Refused:
-    """40001: a required parameter is absent."""
-    return Refused("40001", "Missing Required Arguments", sub_code, sub_msg)
+    #: How the answer carries ``sign``: Alipay leaves some errors unsigned.
+    signature: SignatureMember = "signed"
 
 
 @dataclass(frozen=True)
@@ -124,6 +100,7 @@ class Settings(Protocol):
     refresh_ttl: int
     expires_as_string: bool
     timestamp_tolerance: float
+    strict: bool
 
 
 @dataclass(frozen=True)
@@ -150,57 +127,59 @@ class Methods:
     def process(self, call: Call) -> Answer:
         """Check the request as the real gateway does, then run the method."""
         try:
-            _check_charset(call.record.charset)
-            _check_placement(call.query_pairs, call.form_pairs)
+            check_charset(call.record.charset)
+            check_placement(call.query_pairs, call.form_pairs, self.settings.strict)
             params = call.params
             app_key = self._check_app(params.get("app_id"))
-            _check_required(params)
+            check_required(params)
             self._check_timestamp(params["timestamp"])
-            sign_type = _check_sign_type(params["sign_type"])
-            _check_signature(call.record, app_key, sign_type, call.charset)
+            sign_type = check_sign_type(params["sign_type"])
+            check_signature(call.record, app_key, sign_type, call.charset)
             if self.pki is not None:
                 self._check_cert_sns(self.pki, params)
             method = METHODS.get(params["method"])
             if method is None:
-                raise _invalid("isv.invalid-method", "不存在的方法名")
+                raise invalid("isv.invalid-method", "不存在的方法名")
             return method.run(self, call)
         except Refused as refused:
-            return Answer(ERROR_NODE, refused.error)
+            return Answer(ERROR_NODE, refused.error, refused.signature)
 
     def _check_app(self, app_id: str | None) -> RSAPublicKey:
         """The APPID's public key; unknown apps and apps with no key are refused."""
         if not app_id:
-            raise _missing("isv.missing-app-id", "缺少AppID参数")
+            raise missing("isv.missing-app-id", "缺少AppID参数")
         known, key = self.state.app_key(app_id)
         if not known:
-            raise _invalid("isv.invalid-app-id", "无效的AppID参数")
+            # Alipay has no key of an app it does not know to sign with: no sign member.
+            raise invalid("isv.invalid-app-id", "无效的AppID参数", signature="absent")
         if key is None:
-            raise _invalid(
-                "isv.missing-signature-config",
-                "验签出错, 未配置对应签名算法的公钥或者证书",
+            raise insufficient(
+                "isv.missing-signature-config", "应用未配置对应签名算法的公钥或者证书"
             )
         return key
 
     def _check_cert_sns(self, pki: Pki, params: Mapping[str, str]) -> None:
         """Certificate mode: the signed common parameters must name the app's current
         certificate and the root bundle, as Alipay checks them."""
+        if not params.get("app_cert_sn"):
+            raise missing("isv.missing-app-cert-sn", "缺少应用公钥证书序列号")
         with self.state.lock:
             issued = pki.app_certs.get(params["app_id"])
         if issued is None or params.get("app_cert_sn") != issued.sn:
-            raise _invalid("isv.app-cert-not-exist", "应用公钥证书不存在")
+            raise invalid("isv.app-cert-not-exist", "应用公钥证书不存在")
         if params.get("alipay_root_cert_sn") != pki.root_sn:
-            raise _invalid("invalid-alipay-root-cert-sn", "无效支付宝根证书序列号")
+            raise invalid("invalid-alipay-root-cert-sn", "无效支付宝根证书序列号")
 
     def _check_timestamp(self, timestamp: str) -> None:
         """Alipay reads the timestamp as Beijing time, whatever the caller's zone."""
         if not _TIMESTAMP.fullmatch(timestamp):
-            raise _invalid("isv.invalid-timestamp", "非法的时间戳参数")
+            raise invalid("isv.invalid-timestamp", "非法的时间戳参数")
         try:
             sent = datetime.strptime(timestamp, TIMESTAMP_FORMAT)
         except ValueError:
-            raise _invalid("isv.invalid-timestamp", "非法的时间戳参数") from None
+            raise invalid("isv.invalid-timestamp", "非法的时间戳参数") from None
         if abs((sent - beijing_now()).total_seconds()) > self.settings.timestamp_tolerance:
-            raise _invalid(
+            raise invalid(
                 "isv.invalid-timestamp",
                 "非法的时间戳参数，请使用北京时间（UTC+8）",
             )
@@ -217,14 +196,16 @@ class Methods:
         elif grant_type == "refresh_token":
             grant = self._redeem_refresh_token(params.get("refresh_token", ""), app_id)
         else:
-            raise _invalid("isv.grant-type-invalid", "grant_type参数不正确")
+            raise invalid("isv.grant-type-invalid", "grant_type参数不正确")
         return self._issue_tokens(grant)
 
     def _redeem_code(self, code: str, app_id: str) -> Grant:
         """The code's grant, if it is this app's and still fresh."""
         grant = self.state.redeem_code(code)
         if grant is None or grant.app_id != app_id or grant.expired():
-            raise _invalid("isv.code-invalid", "授权码code无效")
+            # Seen in certificate mode with "sign":"" (docs/protocol.md §11).
+            empty: SignatureMember = "empty" if self.pki is not None else "signed"
+            raise invalid("isv.code-invalid", "授权码code无效", signature=empty)
         self.state.record_sign_in(grant)
         return grant
 
@@ -232,13 +213,14 @@ class Methods:
         """The refresh token's grant, if it is this app's and still fresh."""
         grant = self.state.redeem_refresh_token(token)
         if grant is None or grant.app_id != app_id:
-            raise _invalid("isv.refresh-token-invalid", "刷新令牌refresh_token无效")
+            raise invalid("isv.refresh-token-invalid", "刷新令牌refresh_token无效")
         if grant.expired():
-            raise _invalid("isv.refresh-token-time-out", "刷新令牌refresh_token已过期")
+            raise invalid("isv.refresh-token-time-out", "刷新令牌refresh_token已过期")
         return grant
 
     def _issue_tokens(self, grant: Grant) -> Answer:
-        """The token answer, members in sorted order, with the ids this user has."""
+        """The token answer, members in the order Alipay sends them: the token's five,
+        then ``user_id``, ``open_id`` (and ``alipay_user_id`` mid-migration)."""
         settings = self.settings
         access_token, refresh_token, user = self.state.issue_tokens(
             grant, settings.token_ttl, settings.refresh_ttl
@@ -255,7 +237,7 @@ class Methods:
             "refresh_token": refresh_token,
         }
         data.update(user.identity())
-        return Answer(node_name(TOKEN_METHOD), dict(sorted(data.items())))
+        return Answer(node_name(TOKEN_METHOD), data)
 
     # -- alipay.user.info.share ----------------------------------------------
 
@@ -303,81 +285,6 @@ def injected_error(method: str | None, injection: Injection) -> Answer:
     if method is not None and served is not None and served.errors_in_node:
         return Answer(node_name(method), injection.error())
     return Answer(ERROR_NODE, injection.error())
-
-
-def _check_charset(named: str | None) -> None:
-    """``charset`` must be in the query, and one the gateway speaks."""
-    if not named:
-        raise _invalid(
-            "isv.invalid-signature",
-            "验签出错，请确认charset参数放在了URL查询字符串中",
-        )
-    if wire_charset(named) is None:
-        raise _invalid("isv.invalid-charset", f"字符集错误：{named}，仅支持{_CHARSET_NAMES}")
-
-
-def _check_placement(query_pairs: list[tuple[str, str]], form_pairs: list[tuple[str, str]]) -> None:
-    """The SDKs' split, enforced: common params in the query, the rest in the body.
-
-    ``auth_token`` may also ride in the body (``protocol.BODY_PARAMS``), where
-    flask_alipay puts it.  The real gateway is laxer still; the emulator is
-    strict so a client's split is tested.
-    """
-    for name, _ in form_pairs:
-        if name in QUERY_PARAMS and name not in BODY_PARAMS:
-            raise _invalid(
-                "isv.invalid-parameter",
-                f"公共参数{name}应放在URL查询字符串中 (common parameter {name} "
-                "belongs in the query string)",
-            )
-    for name, _ in query_pairs:
-        if name not in QUERY_PARAMS and name not in OPTIONAL_QUERY_PARAMS:
-            raise _invalid(
-                "isv.invalid-parameter",
-                f"业务参数{name}应放在请求体中 (parameter {name} belongs in the form body)",
-            )
-    for pairs in (query_pairs, form_pairs):
-        names = [name for name, _ in pairs]
-        for name in names:
-            if names.count(name) > 1:
-                raise _invalid("isv.invalid-parameter", f"参数{name}重复 (repeated)")
-
-
-def _check_required(params: Mapping[str, str]) -> None:
-    """The common parameters the gateway will not go on without; ``format`` is JSON."""
-    required = (
-        ("method", "isv.missing-method", "缺少方法名参数"),
-        ("timestamp", "isv.missing-timestamp", "缺少时间戳参数"),
-        ("sign_type", "isv.missing-signature-type", "缺少签名类型参数"),
-        ("sign", "isv.missing-signature", "缺少签名参数"),
-        ("version", "isv.missing-version", "缺少版本参数"),
-    )
-    for name, sub_code, sub_msg in required:
-        if not params.get(name):
-            raise _missing(sub_code, sub_msg)
-    if params.get("format", "JSON").upper() != "JSON":
-        raise _invalid("isv.invalid-format", "无效的数据格式")
-
-
-def _check_sign_type(sign_type: str) -> str:
-    """Only the sign types the gateway verifies."""
-    if sign_type not in SIGN_TYPES:
-        raise _invalid("isv.invalid-signature-type", "无效的签名类型")
-    return sign_type
-
-
-def _check_signature(
-    record: GatewayRequest, key: RSAPublicKey, sign_type: str, charset: str
-) -> None:
-    """Verify the string to sign in the request charset; on failure quote it, as the
-    real gateway does, so a client can diff it against its own."""
-    content = record.string_to_sign.encode(charset, errors="replace")
-    if not verify_signature(content, record.params["sign"], key, sign_type):
-        raise _invalid(
-            "isv.invalid-signature",
-            "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配，"
-            f"网关生成的验签字符串为：{record.string_to_sign}",
-        )
 
 
 # The open platform's methods beyond sign-in live in their own module.

@@ -126,8 +126,8 @@ def _issue(
 class Pki:
     """Alipay's certificate layout in miniature.
 
-    An RSA root and an ECC root make the root bundle (only the RSA one counts
-    in ``alipay_root_cert_sn``); an RSA intermediate outside the bundle signs
+    An ECC root and an RSA root make the root bundle, in that order (only the
+    RSA one counts in ``alipay_root_cert_sn``); an RSA intermediate outside the bundle signs
     the Alipay certificate and every app certificate, as Ant Financial's
     "Class 2 R1" CA does.  Callers hold the emulator's lock while they change
     :attr:`alipay` or :attr:`app_certs`.
@@ -151,7 +151,8 @@ class Pki:
             days=_CA_DAYS,
             ca=True,
         )
-        self.root_bundle = self.root.pem + self.ec_root.pem
+        # As the real file: blank-line separated, a non-RSA root first (Alipay's is SM2).
+        self.root_bundle = self.ec_root.pem + "\n" + self.root.pem
         self.root_sn = root_cert_sn(self.root_bundle)
         #: What ``alipay.open.app.alipaycert.download`` serves, by SN: each Alipay
         #: certificate ever issued, followed by its issuing intermediate.

@@ -15,10 +15,9 @@ from typing import Any
 from flask_alipay.protocol import SUCCESS_CODE, node_name
 from flask_alipay.rotation import CERT_DOWNLOAD_METHOD
 
+from .checks import invalid, missing
+from .ids import new_open_id
 from .methods import Answer, Call, Method, Methods
-from .methods import _invalid as invalid
-from .methods import _missing as missing
-from .state import new_open_id
 
 __all__ = ["METHODS", "UID_TO_OPENID_METHOD"]
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import secrets
-import string
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from .ids import new_access_token, new_alipay_user_id, new_auth_code, new_open_id, new_user_id
 from .paths import served_avatar
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
 IdKind = Literal["open_id", "user_id", "both"]
 ID_KINDS: tuple[IdKind, ...] = ("open_id", "user_id", "both")
 
-_ALNUM = string.ascii_letters + string.digits
 _NICKNAMES = ("小红", "阿强", "小芳", "大伟", "小丽", "老王", "小杰", "阿珍")
 
 
@@ -51,16 +49,6 @@ class _Auto:
 AUTO = _Auto()
 
 
-def _new_user_id() -> str:
-    """A made-up ``user_id``: 2088 and twelve digits, like Alipay's."""
-    return "2088" + "".join(secrets.choice(string.digits) for _ in range(12))
-
-
-def new_open_id() -> str:
-    """A made-up ``open_id``: 47 characters starting with 0, like Alipay's."""
-    return "0" + "".join(secrets.choice(_ALNUM) for _ in range(46))
-
-
 @dataclass
 class EmulatedUser:
     """An Alipay account the emulator signs in.  Profile fields set to None are absent
@@ -70,6 +58,8 @@ class EmulatedUser:
     user_id: str | None = None
     open_id: str | None = None
     union_id: str | None = None
+    #: The deprecated id migration-era answers still carry (users with both ids).
+    alipay_user_id: str | None = None
     nick_name: str | None = None
     avatar: str | None = None
     gender: str | None = None
@@ -81,8 +71,14 @@ class EmulatedUser:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def identity(self) -> dict[str, str]:
-        """The ids Alipay puts in the token answer."""
-        ids = {"open_id": self.open_id, "union_id": self.union_id, "user_id": self.user_id}
+        """The ids Alipay puts in the token answer, in its order: ``user_id``, then
+        ``open_id``, then the others."""
+        ids = {
+            "user_id": self.user_id,
+            "open_id": self.open_id,
+            "union_id": self.union_id,
+            "alipay_user_id": self.alipay_user_id,
+        }
         return {name: value for name, value in ids.items() if value is not None}
 
     def profile(self) -> dict[str, Any]:
@@ -110,6 +106,10 @@ class GatewayRequest:
     string_to_sign: str
     content_type: str | None
     charset: str | None
+    #: What the call did that the official SDKs do not, each a line starting with
+    #: ``placement: `` (a parameter outside the SDKs' query/body split, a GET).  The
+    #: emulator answers such calls as the gateway does, unless it is ``strict``.
+    warnings: tuple[str, ...] = ()
 
     @property
     def params(self) -> dict[str, str]:
@@ -216,14 +216,16 @@ class State:
         with self.lock:
             key = key or self._free_key()
             if id_kind in ("user_id", "both"):
-                user_id = user_id or _new_user_id()
+                user_id = user_id or new_user_id()
             if id_kind in ("open_id", "both"):
                 open_id = open_id or new_open_id()
+            legacy = new_alipay_user_id() if id_kind == "both" else None
             user = EmulatedUser(
                 key=key,
                 user_id=user_id,
                 open_id=open_id,
                 union_id=union_id,
+                alipay_user_id=legacy,
                 nick_name=self._made_up_nick_name() if isinstance(nick_name, _Auto) else nick_name,
                 avatar=served_avatar(key) if isinstance(avatar, _Auto) else avatar,
                 gender=gender,
@@ -266,7 +268,7 @@ class State:
         self, user_key: str, scope: str, app_id: str, ttl: float, path: str = "web"
     ) -> str:
         """Mint an auth_code for a user who approved ``scope`` for ``app_id``."""
-        code = secrets.token_hex(16)
+        code = new_auth_code()
         grant = Grant(app_id, user_key, scope, time.monotonic() + ttl, path)
         with self.lock:
             self.codes[code] = grant
@@ -315,9 +317,8 @@ class State:
 
         The prefix tells ``auth_user`` tokens from ``auth_base`` ones, as Alipay's do.
         """
-        prefix = "authusrB" if grant.scope == "auth_user" else "authbseB"
-        access_token = prefix + secrets.token_hex(16)
-        refresh_token = prefix + secrets.token_hex(16)
+        access_token = new_access_token(grant.scope)
+        refresh_token = new_access_token(grant.scope)
         now = time.monotonic()
         with self.lock:
             self.access_tokens[access_token] = Grant(
