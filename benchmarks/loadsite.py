@@ -484,7 +484,7 @@ class SignIn:
     pid: dict[str, str] = field(default_factory=dict)
     callback_started: float = 0.0
     callback_ended: float = 0.0
-    #: The error page's message when the callback failed.
+    #: The error page's reason (``timeout``, ``signature``...) when the callback failed.
     failure: str | None = None
     profile: str = ""
     #: A step that went wrong on the client side (an exception, an unexpected answer).
@@ -502,13 +502,13 @@ class SignIn:
         return self.callback_started <= end and self.callback_ended >= start
 
 
-_MESSAGE = re.compile(r"</h1>\s*<p>(.*?)</p>", re.DOTALL)
+_REASON = re.compile(r'<main data-reason="(\w+)">')
 
 
 def error_message(page: str) -> str:
-    """The message of flask_alipay's error page."""
-    found = _MESSAGE.search(page)
-    return html.unescape(found.group(1)).strip() if found else page[:200]
+    """The failure's reason, as flask_alipay's error page marks it (``data-reason``)."""
+    found = _REASON.search(page)
+    return found.group(1) if found else page[:200]
 
 
 def sign_in(

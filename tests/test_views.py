@@ -194,6 +194,7 @@ def test_the_page_speaks_to_people_and_keeps_next(
         assert error.sub_code not in page
     assert 'href="/alipay/login?next=/orders?page%3D2"' in page  # 重试 · Try again
     assert "重试 · Try again" in page
+    assert f'<main data-reason="{error.reason}">' in page  # for scripts and load tests
     assert 'href="/">返回首页 · Back to home</a>' in page
 
 
