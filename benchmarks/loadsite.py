@@ -489,6 +489,8 @@ class SignIn:
     profile: str = ""
     #: A step that went wrong on the client side (an exception, an unexpected answer).
     error: str | None = None
+    #: How often the first request was sent again after a connection reset.
+    retried: int = 0
 
     @property
     def signed_in(self) -> bool:
@@ -544,7 +546,14 @@ def sign_in(
             return response
 
         try:
-            login = step("login", site_url + "/alipay/login?next=/profile")
+            try:
+                login = step("login", site_url + "/alipay/login?next=/profile")
+            except requests.ConnectionError:
+                # The first connection of a burst of 200, reset before any answer (seen
+                # once in a few thousand under gevent on 2 cores): nothing reached the site,
+                # and a person would reload.  Only this step, only once, and counted.
+                result.retried += 1
+                login = step("login", site_url + "/alipay/login?next=/profile")
             if login.status_code != 302:
                 result.error = f"login answered {login.status_code}"
                 return result

@@ -144,6 +144,8 @@ def check_signed_in(stack: Stack, results: list[SignIn]) -> dict[str, dict[str, 
     ]
     statuses = Counter(status for result in results for status in result.status.values())
     assert not wrong, f"{len(wrong)} not signed in as themselves, e.g. {wrong[:5]}; {statuses}"
+    retried = sum(result.retried for result in results)
+    assert retried <= max(1, len(results) // 100), f"{retried} first requests were reset"
     return users
 
 
