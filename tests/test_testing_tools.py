@@ -9,8 +9,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from support.browser import sign_in
@@ -18,6 +20,8 @@ from support.keys import pem_private, pem_public
 from support.site import build_site
 
 from flask_alipay import AlipayError, UnverifiedAnswer, login_failed, user_logged_in
+from flask_alipay.signing import sign_text, string_to_sign
+from flask_alipay.testing import beijing_now
 
 pytest_plugins = ["pytester"]
 
@@ -338,3 +342,34 @@ def test_plugin_with_pytest_flask_and_xdist(
         "-p", "no:cacheprovider", "--live-server-host=127.0.0.1", *workers
     )
     result.assert_outcomes(passed=5)
+
+
+def test_strict_on_the_command_line_refuses_a_misplaced_parameter(
+    app_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> None:
+    """Everything in the query of a POST (Logto's placement): answered unless --strict."""
+    key_file = tmp_path / "app_public_key.pem"
+    key_file.write_text(pem_public(app_key.public_key()))
+    base = ("-m", "flask_alipay.testing", "--port", "0", "--app-public-key", str(key_file))
+    answers = {}
+    for flags in ((), ("--strict",)):
+        with running(*base, *flags) as printed:
+            params = {
+                "app_id": printed["ALIPAY_APP_ID"],
+                "method": "alipay.system.oauth.token",
+                "format": "JSON",
+                "charset": "utf-8",
+                "sign_type": "RSA2",
+                "timestamp": beijing_now().strftime("%Y-%m-%d %H:%M:%S"),
+                "version": "1.0",
+                "grant_type": "authorization_code",
+                "code": "0" * 32,
+            }
+            params["sign"] = sign_text(string_to_sign(params), app_key, "RSA2", "utf-8")
+            url = printed["ALIPAY_GATEWAY_URL"] + "?" + urlencode(params)
+            answers[flags] = requests.post(url, timeout=10).json()
+    node = "alipay_system_oauth_token_response"
+    lenient = answers[()].get("error_response") or answers[()][node]
+    strict = answers[("--strict",)].get("error_response") or answers[("--strict",)][node]
+    assert lenient["sub_code"] == "isv.code-invalid"  # read, then refused for the code
+    assert strict["sub_code"] == "isv.invalid-parameter"  # refused for the placement

@@ -84,6 +84,12 @@ def _write_certs(emulator: AlipayEmulator, directory: Path) -> dict[str, Path]:
     f"emulator files there are overwritten).  [default: ./{DEFAULT_CERT_DIR}]",
 )
 @click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse parameters outside the official SDKs' query/body split, which the real "
+    "gateway (and the emulator by default) answers anyway.",
+)
+@click.option(
     "--keys",
     "keys_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -115,6 +121,7 @@ def emulator_command(
     auto_approve: bool,
     cert_mode: bool,
     cert_dir: Path | None,
+    strict: bool,
     keys_dir: Path | None,
     env_prefix: str,
     control: bool,
@@ -147,6 +154,7 @@ def emulator_command(
         auto_approve=auto_approve,
         cert_mode=cert_mode,
         control=control,
+        strict=strict,
     )
     cert_paths = _write_certs(emulator, cert_dir or Path(DEFAULT_CERT_DIR)) if cert_mode else {}
     try:
