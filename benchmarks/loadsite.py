@@ -550,8 +550,8 @@ def sign_in(
                 login = step("login", site_url + "/alipay/login?next=/profile")
             except requests.ConnectionError:
                 # The first connection of a burst of 200, reset before any answer (seen
-                # once in a few thousand under gevent on 2 cores): nothing reached the site,
-                # and a person would reload.  Only this step, only once, and counted.
+                # for up to 2% of a burst under gevent on 2 cores): nothing reached the
+                # site, and a person would reload.  Only this step, only once, and counted.
                 result.retried += 1
                 login = step("login", site_url + "/alipay/login?next=/profile")
             if login.status_code != 302:
