@@ -245,15 +245,20 @@ class AlipayLogin:
         ``user_logged_in``, but no session is touched: for backends that issue
         their own tokens.  Needs an app context; raises AlipayError.
         """
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
         try:
             user, token = self.exchange_code(auth_code)
         except AlipayError as error:
-            log_failure(error)
-            send(login_failed, app, error=error, name=self.name)
+            self.report_failure(error)
             raise
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
         send(user_logged_in, app, user=user, token=token, name=self.name)
         return user, token
+
+    def report_failure(self, error: AlipayError) -> None:
+        """A failed sign-in, by any path: one escaped log line and ``login_failed``."""
+        log_failure(error)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        send(login_failed, app, error=error, name=self.name)
 
     def decrypt_phone_number(self, response: str, sign: str) -> dict[str, Any]:
         """The answer of a mini program's ``my.getPhoneNumber``: ``mobile`` and the rest.

@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, default_exce
 from .errors import AlipayConfigError, AlipayError, InvalidState
 from .handoff import deep_link, in_alipay, is_handoff_state, needs_handoff
 from .identity import AlipayUser
-from .logs import log_failure, log_receiver_failure
+from .logs import log_receiver_failure
 from .oauth import callback_code
 from .redirects import safe_next
 from .signals import login_failed, send, user_logged_in, user_logged_out
@@ -79,7 +79,6 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str, code_endpoint: bool = Fals
 
     @bp.route("/callback")
     def callback() -> ResponseReturnValue:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
         state = request.args.get("state")
         try:
             if is_handoff_state(state):
@@ -89,8 +88,7 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str, code_endpoint: bool = Fals
             g.setdefault(RETRY_NEXT, pending.get("next"))  # "Try again" goes back there too
             user, token = ext.exchange_code(callback_code(request.args, ext.config.app_id))
         except AlipayError as error:
-            log_failure(error)
-            send(login_failed, app, error=error, name=ext.name)
+            ext.report_failure(error)
             raise
         overridden = sign_in(ext, user, token)
         return overridden or redirect(str(pending.get("next") or default_next()))
@@ -108,12 +106,10 @@ def make_blueprint(ext: AlipayLogin, url_prefix: str, code_endpoint: bool = Fals
             auth_code = body.get("auth_code") if isinstance(body, dict) else None
             if not isinstance(auth_code, str) or not auth_code:
                 return _json_error("bad_request", 'Send {"auth_code": "..."}.', 400)
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
             try:
                 user, token = ext.exchange_code(auth_code)
             except AlipayError as error:
-                log_failure(error)
-                send(login_failed, app, error=error, name=ext.name)
+                ext.report_failure(error)
                 return _json_error(error.reason, error.message, error.status_code, error.sub_code)
             overridden = sign_in(ext, user, token)
             return overridden or jsonify(
